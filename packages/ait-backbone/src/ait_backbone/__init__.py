@@ -1,0 +1,1 @@
+"""ait_backbone."""
