@@ -1,0 +1,126 @@
+"""Typed configuration of a task-solver run.
+
+Plain dataclasses: the registry (`ait.config.registry`) holds one `Config` per original config name,
+`--cfg-options a.b=c` overrides fields by dotted path (`ait.config.overrides`), and the effective config is
+stored as JSON with every checkpoint.
+
+Ownership while the app is being built: ModelConfig, LossConfig and EvalConfig belong to the model/losses
+work (ait.model, ait.losses, ait.evaluation); DataConfig, OptimConfig and Config to the engine work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenizerRef:
+    """A frozen tokenizer the solver uses: a preset name and (normally) a trained checkpoint."""
+
+    preset: str = "depth-paper"
+    checkpoint: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    # backbone (ait_backbone.create_backbone)
+    backbone: str = "swinv2-b-480"
+    backbone_overrides: dict = field(default_factory=dict)
+    backbone_checkpoint: str | None = None
+    backbone_drop_path: float = 0.1
+    # neck + decoder (ait_decoder.DecoderConfig)
+    d_model: int = 256
+    nhead: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    drop_path: float = 0.1
+    # vocabulary (ait_decoder.VocabLayout)
+    num_bins: int = 2000
+    num_classes: int = 80
+    reserved_tokens: int = 0
+    # tasks and decoding
+    tasks: tuple[str, ...] = ("depth",)  # subset of "depth", "insseg", "det"
+    parallel: bool = False  # AiT-P: one masked forward pass instead of autoregressive decoding
+    soft_token: bool = True  # soft-token auxiliary loss + soft decoding; False = the w/o-soft ablation
+    soft_input: bool = True  # soft next-token input at inference (AiT, not AiT-P)
+    tau_depth: float = 0.8
+    tau_mask: float = 1.0
+    top_p: float = 0.3
+    max_objects: int = 100
+    canvas: int = 640  # instance coordinate canvas (pixels)
+    depth_tokenizer: TokenizerRef | None = None
+    mask_tokenizer: TokenizerRef | None = None
+
+
+@dataclass
+class LossConfig:
+    depth_task_weight: float = 1.0  # weight of the whole depth loss in joint training (0.2 in the paper's joint)
+    depth_aux_weight: float = 1.0  # SILog on the soft-decoded depth
+    silog_lambda: float = 0.5
+    insseg_task_weight: float = 1.0
+    box_weight: float = 1.0
+    class_weight: float = 1.0
+    mask_weight: float = 0.2
+    mask_aux_weight: float = 5.0  # Dice + MSE on soft-decoded masks, times mask_weight per supervised mask token
+
+
+@dataclass
+class EvalConfig:
+    sliding_window: bool = True  # two 480-wide windows at x=0 and x=160 (NYU)
+    flip: bool = True
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    eigen_crop: bool = True
+    clip_max: float | None = None  # BTS-style upper clip (None = the original: no upper clip)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # "synthetic" | "nyu" | "coco" | "joint"
+    nyu_root: str | None = None
+    nyu_train_split: str | None = None
+    nyu_test_split: str | None = None
+    coco_root: str | None = None
+    image_size: tuple[int, int] = (480, 640)  # full input (H, W)
+    crop_size: tuple[int, int] = (480, 480)  # training crop for depth
+    depth_batch: int = 24
+    insseg_batch: int = 0
+    synthetic_train_length: int = 2000
+    synthetic_val_length: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    layer_decay: float = 0.9
+    grad_clip: float | None = 10.0
+    max_iters: int = 25250
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.1
+    schedule: str = "step"  # "step" | "linear"
+    step_milestones: tuple[int, ...] = (18180,)
+    step_gamma: float = 0.1
+    min_lr_ratio: float = 0.01  # for "linear"
+    accumulate: int = 1
+    amp: bool = True  # fp16 on GPU only; ignored on CPU
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    work_dir: str = "runs/default"
+    load_from: str | None = None  # initialise from a detection-only model (insseg / joint)
+    log_interval: int = 50
+    eval_interval: int = 0  # 0 = only at the end
+    checkpoint_interval: int = 1000
