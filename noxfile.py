@@ -55,7 +55,10 @@ def _pip_indexes() -> dict[str, str]:
     is a no-op and uv uses PyPI.
     """
     env: dict[str, str] = {}
-    for key, var in (("global.extra-index-url", "UV_EXTRA_INDEX_URL"), ("global.find-links", "UV_FIND_LINKS")):
+    for key, var in (
+        ("global.extra-index-url", "UV_EXTRA_INDEX_URL"),
+        ("global.find-links", "UV_FIND_LINKS"),
+    ):
         if var in os.environ:
             continue
         try:
