@@ -50,6 +50,10 @@ class ModelConfig:
     top_p: float = 0.3
     max_objects: int = 100
     canvas: int = 640  # instance coordinate canvas (pixels)
+    # (H, W) the depth head sees: the training crop (480x480), or the joint canvas (640x640) where smaller
+    # depth images are zero-padded; fixes the depth sequence length (token grid of this size)
+    depth_size: tuple[int, int] = (480, 480)
+    mask_size: int = 64  # side of the box-cropped masks the mask tokenizer encodes
     depth_tokenizer: TokenizerRef | None = None
     mask_tokenizer: TokenizerRef | None = None
 
@@ -74,6 +78,8 @@ class EvalConfig:
     max_depth: float = 10.0
     eigen_crop: bool = True
     clip_max: float | None = None  # BTS-style upper clip (None = the original: no upper clip)
+    window_width: int | None = None  # sliding-window width; None = the model's depth_size width (480)
+    score_threshold: float = 0.0  # instance detections below this score are not submitted to COCO eval
 
 
 @dataclass
