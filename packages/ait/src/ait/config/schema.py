@@ -53,7 +53,6 @@ class ModelConfig:
     # (H, W) the depth head sees: the training crop (480x480), or the joint canvas (640x640) where smaller
     # depth images are zero-padded; fixes the depth sequence length (token grid of this size)
     depth_size: tuple[int, int] = (480, 480)
-    mask_size: int = 64  # side of the box-cropped masks the mask tokenizer encodes
     depth_tokenizer: TokenizerRef | None = None
     mask_tokenizer: TokenizerRef | None = None
 
@@ -84,17 +83,33 @@ class EvalConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # "synthetic" | "nyu" | "coco" | "joint"
+    """Where the images come from and how many per optimiser step.
+
+    Batch sizes are *global*: images per task per optimiser step summed over all ranks, as DESIGN §4 states
+    them (e.g. 24 NYU images; 60 COCO + 4 NYU in joint training). Each rank takes its share of every global
+    batch, so a 2-process run sees exactly the images a 1-process run sees.
+    """
+
+    dataset: str = "synthetic"  # "synthetic" | "nyu" | "coco" | "joint" (joint = nyu + coco)
     nyu_root: str | None = None
-    nyu_train_split: str | None = None
+    nyu_train_split: str | None = None  # BTS/GLPDepth split file (absolute, or relative to nyu_root)
     nyu_test_split: str | None = None
     coco_root: str | None = None
-    image_size: tuple[int, int] = (480, 640)  # full input (H, W)
+    coco_train_images: str = "train2017"  # relative to coco_root
+    coco_train_ann: str = "annotations/instances_train2017.json"
+    coco_val_images: str = "val2017"
+    coco_val_ann: str = "annotations/instances_val2017.json"
+    image_size: tuple[int, int] = (480, 640)  # full input (H, W); synthetic rooms are rendered at this size
     crop_size: tuple[int, int] = (480, 480)  # training crop for depth
+    scale_range: tuple[float, float] = (0.1, 3.0)  # COCO scale jitter of the canvas in training
+    augment: bool = True  # photometric/geometric training augmentation (off: deterministic resize/crop only)
     depth_batch: int = 24
     insseg_batch: int = 0
+    eval_batch: int = 1  # per rank
     synthetic_train_length: int = 2000
     synthetic_val_length: int = 64
+    synthetic_seed: int = 0
+    cache: bool = False  # keep rendered synthetic samples in memory (small demo datasets)
     num_workers: int = 0
 
 
@@ -130,3 +145,37 @@ class Config:
     log_interval: int = 50
     eval_interval: int = 0  # 0 = only at the end
     checkpoint_interval: int = 1000
+    keep_checkpoints: int = 2  # iteration checkpoints kept besides latest.pt (0 = keep all)
+    deterministic: bool = True  # torch.use_deterministic_algorithms on CPU; cudnn deterministic on GPU
+    progress: bool = True  # tqdm progress bar on rank 0
+
+    # -- serialisation (the JSON stored with every checkpoint) -------------------------------------------
+    def to_dict(self) -> dict:
+        from ait.config.overrides import to_dict
+
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Config:
+        """Inverse of `to_dict` (types restored; unknown keys are a ConfigError naming the nearest keys)."""
+        from ait.config.overrides import from_dict
+
+        return from_dict(cls, data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        import json
+
+        return cls.from_dict(json.loads(text))
+
+    def validate(self) -> Config:
+        """Check ranges and cross-field consistency; raise ConfigError naming the key. Returns self."""
+        from ait.config.validation import validate_config
+
+        validate_config(self)
+        return self

@@ -1,0 +1,131 @@
+"""Range and consistency checks of a `Config` (what `Config.validate()` runs)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ait.config.overrides import ConfigError
+
+if TYPE_CHECKING:
+    from ait.config.schema import Config
+
+TASKS = ("depth", "insseg", "det")
+DATASETS = ("synthetic", "nyu", "coco", "joint")
+SCHEDULES = ("step", "linear", "constant")
+# which tasks each dataset kind can feed
+DATASET_TASKS = {
+    "synthetic": {"depth", "insseg", "det"},
+    "nyu": {"depth"},
+    "coco": {"insseg", "det"},
+    "joint": {"depth", "insseg", "det"},
+}
+
+
+def _check(condition: bool, key: str, expected: str, value: object) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def validate_config(cfg: Config) -> None:
+    m, d, o, e = cfg.model, cfg.data, cfg.optim, cfg.eval
+
+    # tasks and the data that feeds them
+    _check(len(m.tasks) > 0, "model.tasks", f"a non-empty subset of {TASKS}", m.tasks)
+    for task in m.tasks:
+        _check(task in TASKS, "model.tasks", f"a subset of {TASKS}", m.tasks)
+    _check(len(set(m.tasks)) == len(m.tasks), "model.tasks", "no repeated task", m.tasks)
+    _check(not {"insseg", "det"} <= set(m.tasks), "model.tasks", "at most one of insseg/det", m.tasks)
+    _check(d.dataset in DATASETS, "data.dataset", f"one of {DATASETS}", d.dataset)
+    unsupported = set(m.tasks) - DATASET_TASKS[d.dataset]
+    _check(not unsupported, "data.dataset", f"a dataset providing {sorted(m.tasks)}", d.dataset)
+    if d.dataset == "joint":
+        _check(
+            "depth" in m.tasks and len(m.tasks) == 2, "model.tasks", "depth + insseg/det for joint", m.tasks
+        )
+
+    uses_coco = bool({"insseg", "det"} & set(m.tasks))
+    _check(
+        d.depth_batch >= 0 and d.insseg_batch >= 0,
+        "data.depth_batch/insseg_batch",
+        ">= 0",
+        (d.depth_batch, d.insseg_batch),
+    )
+    if "depth" in m.tasks:
+        _check(d.depth_batch > 0, "data.depth_batch", "> 0 for a depth task", d.depth_batch)
+        _check(m.depth_tokenizer is not None, "model.depth_tokenizer", "a tokenizer for the depth task", None)
+    else:
+        _check(d.depth_batch == 0, "data.depth_batch", "0 without a depth task", d.depth_batch)
+    if uses_coco:
+        _check(d.insseg_batch > 0, "data.insseg_batch", "> 0 for an insseg/det task", d.insseg_batch)
+    else:
+        _check(d.insseg_batch == 0, "data.insseg_batch", "0 without an insseg/det task", d.insseg_batch)
+    if "insseg" in m.tasks:
+        _check(m.mask_tokenizer is not None, "model.mask_tokenizer", "a tokenizer for the insseg task", None)
+    _check(d.eval_batch >= 1, "data.eval_batch", ">= 1", d.eval_batch)
+    _check(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
+    for key, size in (("data.image_size", d.image_size), ("data.crop_size", d.crop_size)):
+        _check(all(s > 0 for s in size), key, "positive (H, W)", size)
+    _check(
+        d.crop_size[0] <= d.image_size[0] and d.crop_size[1] <= d.image_size[1],
+        "data.crop_size",
+        f"at most data.image_size {d.image_size}",
+        d.crop_size,
+    )
+    _check(0 < d.scale_range[0] <= d.scale_range[1], "data.scale_range", "0 < low <= high", d.scale_range)
+    _check(d.synthetic_train_length >= 1, "data.synthetic_train_length", ">= 1", d.synthetic_train_length)
+    _check(d.synthetic_val_length >= 1, "data.synthetic_val_length", ">= 1", d.synthetic_val_length)
+
+    # model numbers the engine relies on
+    _check(m.tau_depth > 0 and m.tau_mask > 0, "model.tau_depth/tau_mask", "> 0", (m.tau_depth, m.tau_mask))
+    _check(0 < m.top_p <= 1, "model.top_p", "in (0, 1]", m.top_p)
+    _check(0 <= m.dropout < 1, "model.dropout", "in [0, 1)", m.dropout)
+    _check(0 <= m.drop_path < 1, "model.drop_path", "in [0, 1)", m.drop_path)
+    _check(0 <= m.backbone_drop_path < 1, "model.backbone_drop_path", "in [0, 1)", m.backbone_drop_path)
+    _check(m.max_objects >= 1, "model.max_objects", ">= 1", m.max_objects)
+
+    # optimiser and schedule
+    _check(o.lr > 0, "optim.lr", "> 0", o.lr)
+    _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _check(0 < o.layer_decay <= 1, "optim.layer_decay", "in (0, 1]", o.layer_decay)
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", "each in [0, 1)", o.betas)
+    _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "None or > 0", o.grad_clip)
+    _check(o.max_iters >= 1, "optim.max_iters", ">= 1", o.max_iters)
+    _check(
+        0 <= o.warmup_iters <= o.max_iters,
+        "optim.warmup_iters",
+        f"in [0, max_iters={o.max_iters}]",
+        o.warmup_iters,
+    )
+    _check(0 < o.warmup_ratio <= 1, "optim.warmup_ratio", "in (0, 1]", o.warmup_ratio)
+    _check(o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}", o.schedule)
+    _check(
+        list(o.step_milestones) == sorted(o.step_milestones)
+        and all(0 < s <= o.max_iters for s in o.step_milestones),
+        "optim.step_milestones",
+        f"increasing iterations in (0, max_iters={o.max_iters}]",
+        o.step_milestones,
+    )
+    _check(o.step_gamma > 0, "optim.step_gamma", "> 0", o.step_gamma)
+    _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
+    _check(o.accumulate >= 1, "optim.accumulate", ">= 1", o.accumulate)
+
+    # evaluation
+    _check(
+        0 <= e.min_depth < e.max_depth,
+        "eval.min_depth/max_depth",
+        "0 <= min < max",
+        (e.min_depth, e.max_depth),
+    )
+    _check(e.clip_max is None or e.clip_max > 0, "eval.clip_max", "None or > 0", e.clip_max)
+
+    # run
+    _check(cfg.log_interval >= 1, "log_interval", ">= 1", cfg.log_interval)
+    _check(cfg.eval_interval >= 0, "eval_interval", ">= 0 (0 = only at the end)", cfg.eval_interval)
+    _check(
+        cfg.checkpoint_interval >= 0,
+        "checkpoint_interval",
+        ">= 0 (0 = only at the end)",
+        cfg.checkpoint_interval,
+    )
+    _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", ">= 0", cfg.keep_checkpoints)
+    _check(bool(cfg.work_dir), "work_dir", "a directory path", cfg.work_dir)
