@@ -201,11 +201,12 @@ class EMAVectorQuantizer(nn.Module):
         if update and not bool(self.initialised):
             self._initialise_by_kmeans(flat.detach())
         indices = self.nearest(flat.detach())
+        # The batch is quantised with the codebook it was assigned under, before this step's update.
+        quantized = self.lookup(indices).view_as(x).to(x.dtype)
         if update:
             batch_counts = self._ema_update(flat.detach(), indices)
             restarted = self._restart_dead_codes(flat.detach()) if self.dead_code_threshold > 0 else 0
             self.last_metrics = {**utilisation(batch_counts), "restarted_codes": float(restarted)}
-        quantized = self.lookup(indices).view_as(x).to(x.dtype)
         loss = self.commitment_weight * F.mse_loss(x, quantized.detach())
         # Straight-through: the forward value is the code, the gradient flows to x unchanged.
         quantized = x + (quantized - x).detach()
