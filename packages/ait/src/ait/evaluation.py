@@ -1,0 +1,265 @@
+"""Evaluation glue: depth with the protocol's test-time augmentation, COCO AP, the results table.
+
+Depth (DESIGN §4 "Evaluation protocol"): two windows of the model's crop width at x = 0 and x = W - crop
+(480-wide windows at x = 0 and 160 on NYU's 480x640), each averaged with its horizontally flipped
+prediction, overlaps averaged by count; then `ait_eval.DepthMetrics` (per-image mean), merged across ranks
+when torch.distributed is initialised. Both augmentations can be switched off in `EvalConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ait.config.schema import EvalConfig
+from ait_eval import DepthMetrics, detections_from_arrays, evaluate_coco
+
+DepthPredictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------------- depth TTA
+def window_positions(width: int, window: int, sliding_window: bool = True) -> list[int]:
+    """Left edges of the evaluation windows: [0, width - window] (one window if it covers the image)."""
+    if not sliding_window or width <= window:
+        return [0]
+    return sorted({0, width - window})
+
+
+@torch.no_grad()
+def predict_depth_tta(
+    predict: DepthPredictor,
+    images: torch.Tensor,
+    window_width: int | None = None,
+    sliding_window: bool = True,
+    flip: bool = True,
+) -> torch.Tensor:
+    """Depth (B, 1, H, W) of images (B, 3, H, W) with sliding windows and flip averaging.
+
+    `predict` maps (B, 3, H, w) -> (B, 1, H, w) (e.g. `solver.predict_depth`). Without sliding windows (or
+    when window_width is None or >= W) the whole image goes through `predict` in one piece.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images (B, 3, H, W), received {tuple(images.shape)}")
+    batch, _, height, width = images.shape
+    window = width if window_width is None or not sliding_window else min(int(window_width), width)
+    total = torch.zeros(batch, 1, height, width, device=images.device)
+    count = torch.zeros(1, 1, 1, width, device=images.device)
+    for left in window_positions(width, window, sliding_window):
+        crop = images[..., left : left + window]
+        if flip:
+            # One call for a window and its mirror image; the mirror's prediction is flipped back.
+            both = predict(torch.cat([crop, crop.flip(-1)]))
+            pred = (both[:batch] + both[batch:].flip(-1)) / 2
+        else:
+            pred = predict(crop)
+        total[..., left : left + window] += pred.float()
+        count[..., left : left + window] += 1
+    return total / count
+
+
+def _all_gather_objects(obj) -> list:
+    if dist.is_available() and dist.is_initialized():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, obj)
+        return gathered
+    return [obj]
+
+
+def _model_device(solver) -> torch.device:
+    try:
+        return next(solver.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _depth_metrics_from(eval_cfg: EvalConfig) -> DepthMetrics:
+    return DepthMetrics(
+        min_depth=eval_cfg.min_depth,
+        max_depth=eval_cfg.max_depth,
+        eigen_crop=eval_cfg.eigen_crop,
+        clip_max=eval_cfg.clip_max,
+    )
+
+
+def _merged_metrics(metrics: DepthMetrics) -> dict[str, float]:
+    """Merge every rank's aggregator (exact: DepthMetrics sums with fsum) and compute per-image means."""
+    states = _all_gather_objects(metrics.state_dict())
+    merged = DepthMetrics.from_state_dict(states[0])
+    for state in states[1:]:
+        merged.merge(DepthMetrics.from_state_dict(state))
+    result = merged.compute(mode="macro")
+    result["num_images"] = float(merged.num_images)
+    return result
+
+
+def evaluate_depth(
+    solver,
+    loader: Iterable[dict],
+    eval_cfg: EvalConfig | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Depth metrics of `solver` over `loader` batches {"image" (B,3,H,W), "depth" (B,1,H,W)}.
+
+    The solver is put in eval mode for the loop and restored after. Returns the ait_eval metric dict
+    (d1 d2 d3 abs_rel sq_rel rmse rmse_log log10 silog_ait silog_bts) plus num_images, over all ranks.
+    """
+    eval_cfg = eval_cfg or EvalConfig()
+    was_training = solver.training
+    solver.eval()
+    device = _model_device(solver)
+    window = eval_cfg.window_width or solver.depth_head.size[1]
+    metrics = _depth_metrics_from(eval_cfg)
+    try:
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            images = batch["image"].to(device)
+            pred = predict_depth_tta(
+                solver.predict_depth,
+                images,
+                window_width=window,
+                sliding_window=eval_cfg.sliding_window,
+                flip=eval_cfg.flip,
+            )
+            metrics.update(pred[:, 0].cpu().numpy(), batch["depth"][:, 0].cpu().numpy())
+    finally:
+        solver.train(was_training)
+    return _merged_metrics(metrics)
+
+
+def mean_depth_baseline(
+    train: float | Iterable[dict], loader: Iterable[dict], eval_cfg: EvalConfig | None = None
+) -> dict[str, float]:
+    """Metrics of predicting one constant everywhere: the mean valid training depth (or a given value).
+
+    `train` is a number (metres) or a loader whose batches carry "depth" (B,1,H,W) (0 = invalid). Returns the
+    metric dict plus "mean_depth".
+    """
+    if isinstance(train, (int, float)):
+        mean = float(train)
+    else:
+        total, count = 0.0, 0
+        for batch in train:
+            depth = batch["depth"].double()
+            valid = depth > 0
+            total += float(depth[valid].sum())
+            count += int(valid.sum())
+        if count == 0:
+            raise ValueError("the training loader has no valid depth pixel (depth > 0) to average")
+        mean = total / count
+    if not (math.isfinite(mean) and mean > 0):
+        raise ValueError(f"the baseline depth must be a positive finite number of metres, received {mean}")
+    metrics = _depth_metrics_from(eval_cfg or EvalConfig())
+    for batch in loader:
+        gt = batch["depth"][:, 0].cpu().numpy()
+        metrics.update(np.full_like(gt, mean, dtype=np.float32), gt)
+    result = _merged_metrics(metrics)
+    result["mean_depth"] = mean
+    return result
+
+
+# ------------------------------------------------------------------------------------------- instances
+def _find_label_map(loader) -> list[int] | None:
+    """The dataset's label_to_category_id, looked up through wrappers (Subset, transform datasets)."""
+    obj = getattr(loader, "dataset", loader)
+    for _ in range(5):
+        mapping = getattr(obj, "label_to_category_id", None)
+        if mapping is not None:
+            return list(mapping)
+        obj = getattr(obj, "dataset", None) or getattr(obj, "base", None)
+        if obj is None:
+            break
+    return None
+
+
+def evaluate_instances(
+    solver,
+    loader: Iterable[dict],
+    coco_gt,
+    eval_cfg: EvalConfig | None = None,
+    label_to_category_id: list[int] | None = None,
+    generator: torch.Generator | None = None,
+    max_batches: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """COCO AP of `solver.predict_instances` over an instance loader (InstanceTransform(train=False) batches).
+
+    Batches carry "image" (B,3,canvas,canvas), "scale", "orig_size", "image_id". Contiguous labels map back
+    to category ids through `label_to_category_id` (default: the loader's dataset's). Returns
+    {"bbox": {...}, "segm": {...}} ("segm" only for instance segmentation), detections of all ranks.
+    """
+    eval_cfg = eval_cfg or EvalConfig()
+    label_map = label_to_category_id if label_to_category_id is not None else _find_label_map(loader)
+    if label_map is None:
+        raise ValueError("pass label_to_category_id: the loader's dataset has no label_to_category_id")
+    with_masks = solver.instance_head.task == "insseg"
+    was_training = solver.training
+    solver.eval()
+    device = _model_device(solver)
+    detections = []
+    try:
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            results = solver.predict_instances(
+                batch["image"].to(device),
+                scale=batch.get("scale", 1.0),
+                orig_size=batch.get("orig_size"),
+                generator=generator,
+            )
+            image_ids = batch["image_id"]
+            image_ids = image_ids.tolist() if isinstance(image_ids, torch.Tensor) else list(image_ids)
+            for image_id, result in zip(image_ids, results, strict=True):
+                keep = result["scores"] >= eval_cfg.score_threshold
+                labels = result["labels"][keep].tolist()
+                category_ids = np.asarray([label_map[label] for label in labels], dtype=np.int64)
+                detections += detections_from_arrays(
+                    int(image_id),
+                    result["boxes"][keep].numpy(),
+                    result["scores"][keep].numpy(),
+                    category_ids,
+                    masks=result["masks"][keep].numpy() if with_masks else None,
+                )
+    finally:
+        solver.train(was_training)
+    all_detections = [d for part in _all_gather_objects(detections) for d in part]
+    iou_types = ("bbox", "segm") if with_masks else ("bbox",)
+    return evaluate_coco(coco_gt, all_detections, iou_types=iou_types)
+
+
+# ---------------------------------------------------------------------------------------------- table
+def _cell(value, digits: int, factor: float = 1.0) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "-"
+    return f"{float(value) * factor:.{digits}f}"
+
+
+def format_results_table(
+    depth_metrics: dict | None,
+    coco_metrics: dict | None,
+    name: str = "AiT",
+    baseline: dict | None = None,
+) -> str:
+    """Markdown table in the original README's format: D1 D2 D3 Abs Rel RMSE Log10 | Box AP Mask AP.
+
+    Depth metrics with three decimals; AP in percent with one decimal ("-" where a task was not run).
+    `baseline`: depth metrics of the predict-the-mean baseline, added as a second row.
+    """
+    header = "| Model | D1 | D2 | D3 | Abs Rel | RMSE | Log10 | Box AP | Mask AP |"
+    rule = "|---|---|---|---|---|---|---|---|---|"
+
+    def row(label: str, depth: dict | None, coco: dict | None) -> str:
+        depth = depth or {}
+        coco = coco or {}
+        cells = [_cell(depth.get(k), 3) for k in ("d1", "d2", "d3", "abs_rel", "rmse", "log10")]
+        cells.append(_cell(coco.get("bbox", {}).get("AP"), 1, 100.0))
+        cells.append(_cell(coco.get("segm", {}).get("AP"), 1, 100.0))
+        return "| " + " | ".join([label, *cells]) + " |"
+
+    lines = [header, rule, row(name, depth_metrics, coco_metrics)]
+    if baseline is not None:
+        lines.append(row("predict-the-mean", baseline, None))
+    return "\n".join(lines)

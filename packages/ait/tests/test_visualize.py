@@ -1,0 +1,43 @@
+"""The prediction grid is a real PNG of the expected size."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ait.visualize import image_for_display, save_prediction_grid
+
+
+def test_save_prediction_grid_writes_png(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 48, generator=gen)
+    gt = torch.rand(2, 1, 32, 48, generator=gen) * 5 + 0.5
+    gt[:, :, :8, :8] = 0  # invalid corner, drawn black
+    pred = gt.clamp(min=0.5)
+    masks = torch.zeros(2, 32, 48, dtype=torch.bool)
+    masks[:, 4:20, 10:30] = True
+    instances = [
+        {
+            "boxes": torch.tensor([[10.0, 4.0, 30.0, 20.0]]),
+            "scores": torch.tensor([0.9]),
+            "masks": masks[i : i + 1],
+        }
+        for i in range(2)
+    ]
+    path = save_prediction_grid(tmp_path / "grid.png", images, gt, pred, instances)
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        width, height = png.size
+        pixels = np.asarray(png.convert("RGB"))
+    assert width > height > 0  # 4 panels side by side, 2 rows
+    assert (pixels.sum(-1) == 0).any()  # the invalid depth corner is black
+
+
+def test_image_for_display_undoes_coco_normalisation():
+    mean = torch.tensor([123.675, 116.28, 103.53]) / 255
+    std = torch.tensor([58.395, 57.12, 57.375]) / 255
+    image = torch.full((3, 2, 2), 0.25)
+    normalised = (image - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(image_for_display(normalised), 0.25, atol=1e-6)
+    assert image_for_display(np.full((2, 2, 3), 255, dtype=np.uint8)).max() == 1.0
