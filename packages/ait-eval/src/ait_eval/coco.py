@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -302,6 +303,14 @@ def _validated_detections(
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+def _decode(rle: dict[str, Any]) -> np.ndarray:
+    # pycocotools' Cython decode trips numpy 2's __array__(copy=...) deprecation on every call; the
+    # warning is about pycocotools internals, not the caller, so keep it out of their logs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle)
+
+
 def _coco_from_dict(dataset: dict[str, Any]) -> COCO:
     coco = COCO()
     coco.dataset = dataset
@@ -341,9 +350,7 @@ class _BoundaryCOCOeval(COCOeval):
     def _boundary_rle(self, ann: dict[str, Any]) -> dict[str, Any]:
         # annotations are our own copies, so caching on them is safe; each is needed once per evaluation
         if "_boundary_rle" not in ann:
-            boundary = mask_to_boundary(
-                mask_utils.decode(ann["segmentation"]).astype(bool), self.dilation_ratio
-            )
+            boundary = mask_to_boundary(_decode(ann["segmentation"]).astype(bool), self.dilation_ratio)
             ann["_boundary_rle"] = mask_utils.encode(np.asfortranarray(boundary.astype(np.uint8)))
         return ann["_boundary_rle"]
 
