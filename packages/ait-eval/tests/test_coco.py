@@ -162,6 +162,8 @@ def _break(coco: dict, how: str) -> dict:
         bad["annotations"][0]["segmentation"]["size"] = [10, 10]
     elif how == "short polygon":
         bad["annotations"][1]["segmentation"] = [[1, 2, 3, 4]]
+    elif how == "empty polygons":
+        bad["annotations"][1]["segmentation"] = []
     elif how == "image size":
         bad["images"][0]["height"] = 0
     return bad
@@ -178,6 +180,7 @@ def _break(coco: dict, how: str) -> dict:
         ("bad bbox", "width and height"),
         ("rle size", r"image size \[200, 200\]"),
         ("short polygon", "polygon"),
+        ("empty polygons", "empty list"),
         ("image size", "positive"),
     ],
 )

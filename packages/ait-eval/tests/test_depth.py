@@ -195,3 +195,28 @@ def test_bad_input_raises_clear_errors():
         DepthMetrics().merge(DepthMetrics(max_depth=80.0))
     with pytest.raises(ValueError, match="state dict"):
         DepthMetrics.from_state_dict({"stats": []})
+
+
+class FakeTensor:
+    """Quacks like a (CUDA) torch tensor: the package converts with detach().cpu().numpy()."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._array = array
+
+    def detach(self) -> FakeTensor:
+        return self
+
+    def cpu(self) -> FakeTensor:
+        return self
+
+    def numpy(self) -> np.ndarray:
+        return self._array
+
+
+def test_tensor_like_inputs_are_converted():
+    gt = np.full((1, 1, 8, 8), 3.0, dtype=np.float32)
+    pred = gt * 1.2
+    agg = DepthMetrics(**NO_CROP)
+    agg.update(FakeTensor(pred), FakeTensor(gt))
+    assert agg.compute() == depth_metrics(pred[0, 0], gt[0, 0], **NO_CROP)
+    assert agg.compute()["abs_rel"] == pytest.approx(0.2)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ait_eval._arrays import to_numpy
+
 DEFAULT_DILATION_RATIO = 0.02
 
 
@@ -57,7 +59,7 @@ def erode_square(mask: Any, radius: int) -> np.ndarray:
 
 def _as_masks(mask: Any, name: str, threshold: float = 0.5) -> np.ndarray:
     """Binary masks from bool, 0/1 integer or probability arrays (the latter thresholded: ``> threshold``)."""
-    arr = np.asarray(mask)
+    arr = to_numpy(mask)
     if arr.dtype == bool:
         return arr
     if np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):

@@ -32,6 +32,7 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ait_eval._arrays import to_numpy
 from ait_eval.boundary import DEFAULT_DILATION_RATIO, mask_to_boundary
 
 IOU_TYPES: tuple[str, ...] = ("bbox", "segm", "boundary")
@@ -59,9 +60,9 @@ def detections_from_arrays(
     at the original image size, encoded to compressed RLE.  Each dict has ``image_id``, ``category_id``,
     ``bbox`` (xywh), ``score`` and, with masks, ``segmentation``; all plain Python types (JSON-ready).
     """
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
-    scores_arr = np.asarray(scores, dtype=np.float64)
-    cats = np.asarray(category_ids)
+    boxes = to_numpy(boxes_xyxy).astype(np.float64)
+    scores_arr = to_numpy(scores).astype(np.float64)
+    cats = to_numpy(category_ids)
     if boxes.ndim == 1 and boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -79,7 +80,7 @@ def detections_from_arrays(
         raise ValueError("boxes_xyxy must have x2 >= x1 and y2 >= y1")
     mask_arr = None
     if masks is not None:
-        mask_arr = np.asarray(masks)
+        mask_arr = to_numpy(masks)
         if mask_arr.ndim != 3 or mask_arr.shape[0] != n:
             raise ValueError(f"masks must be ({n}, H, W) to match boxes, got shape {mask_arr.shape}")
         if mask_arr.dtype != bool:
@@ -139,6 +140,8 @@ def _check_segmentation(segm: Any, height: int, width: int, where: str, allow_po
             )
         return {"size": size, "counts": counts}
     if allow_polygons and isinstance(segm, list):
+        if not segm:
+            raise ValueError(f"{where}: segmentation is an empty list of polygons")
         for poly in segm:
             if (
                 not isinstance(poly, Sequence)

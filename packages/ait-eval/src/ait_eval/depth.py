@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from ait_eval._arrays import to_numpy
+
 DEPTH_METRIC_NAMES: tuple[str, ...] = (
     "d1",
     "d2",
@@ -142,7 +144,7 @@ def valid_mask(
 
 
 def _as_float_array(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
+    arr = to_numpy(x)
     if arr.dtype == bool or not (
         np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
     ):
@@ -153,8 +155,8 @@ def _as_float_array(x: Any, name: str) -> np.ndarray:
 def _as_batch(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate and bring ``pred``/``gt`` to float64 ``(B, H, W)``.
 
-    Accepts ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` (the batched torch layout, converted with
-    ``np.asarray`` by the caller or here for CPU tensors).
+    Accepts ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` (the batched torch layout); numpy arrays or
+    tensors (converted with ``detach().cpu().numpy()``).
     """
     pred_arr = _as_float_array(pred, "pred")
     gt_arr = _as_float_array(gt, "gt")
