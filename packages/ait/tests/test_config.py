@@ -230,7 +230,7 @@ def test_config_errors_are_value_errors_and_unknown_names_suggest():
 def test_from_dict_rejects_unknown_keys_with_a_suggestion():
     data = create_config("cpu_depth_tiny").to_dict()
     data["optim"]["learning_rate"] = 1.0
-    with pytest.raises(ConfigError, match="optim.learning_rate"):
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate"):
         Config.from_dict(data)
 
 

@@ -1,0 +1,464 @@
+"""The training loop: one code path for a single process and for torchrun + DistributedDataParallel.
+
+Per optimiser step: `accumulate` micro-batches (each a {task: batch} dict from `ait.data.TaskStreams`),
+`loss = model(batch)["loss"]` under fp16 autocast on CUDA (GradScaler; CPU runs fp32), a cross-rank check
+that the loss is finite (a NaN/inf stops every rank with an error naming the step, before anything is
+written, so the last checkpoint stays the last good one), unscale, clip, AdamW step, per-iteration lr
+schedule. Metrics are averaged over ranks and logged as JSON lines; checkpoints are atomic and carry
+everything `--resume` needs to continue bit-for-bit (see `ait.engine.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ait.config.schema import Config
+from ait.data import TaskStreams, build_task_streams, describe_batches
+from ait.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    capture_rng_state,
+    check_config_compatible,
+    checkpoint_path,
+    find_latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+)
+from ait.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+)
+from ait.engine.logging import MetricsLogger
+from ait.engine.optim import build_optimizer, build_scheduler
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
+
+# Test hook: SIGKILL this process right after the given optimiser step (the resume test's "crash").
+KILL_AFTER_STEP_ENV = "AIT_KILL_AFTER_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; nothing of that step was applied or saved."""
+
+    def __init__(self, step: int, parts: dict[str, float], last_checkpoint: Path | None):
+        self.step, self.parts, self.last_checkpoint = step, parts, last_checkpoint
+        where = (
+            f"the last good checkpoint is {last_checkpoint}"
+            if last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+        super().__init__(
+            f"non-finite loss at step {step} ({shown}); training stopped before applying it, {where}. "
+            "Lower optim.lr, enable optim.grad_clip, or check the data of that step."
+        )
+
+
+@dataclass
+class TrainResult:
+    step: int
+    work_dir: Path
+    checkpoint: Path | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, Any] = field(default_factory=dict)
+    images_per_s: float = float("nan")
+    wall_s: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (libraries may draw from numpy's global RNG)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(enabled: bool, device: torch.device) -> None:
+    if not enabled:
+        return
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    # warn_only: a few kernels (e.g. some CUDA scatter/index ops) have no deterministic version
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to_device(v, device) for v in batch]
+    if isinstance(batch, tuple):
+        return tuple(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _float_parts(out: dict[str, Any]) -> dict[str, float]:
+    parts = {}
+    for key, value in out.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() == 1:
+                parts[key] = float(value.detach())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts[key] = float(value)
+    return parts
+
+
+def load_initial_weights(model: nn.Module, path: str, log: Callable[[str], None]) -> None:
+    """`load_from`: copy every tensor whose name and shape match (e.g. a detection model into insseg/joint)."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"load_from checkpoint not found: {source} (set --cfg-options load_from=None to start from scratch)"
+        )
+    if source.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        weights = load_file(str(source))
+    else:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+            weights = state["model"]
+        elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            weights = state["state_dict"]  # mmcv-style checkpoints
+        else:
+            weights = state
+    own = model.state_dict()
+    matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    skipped = sorted(set(weights) - set(matched))
+    if not matched:
+        raise ValueError(f"load_from {source}: no tensor matches this model by name and shape")
+    model.load_state_dict(matched, strict=False)
+    log(
+        f"load_from {source}: {len(matched)} tensors loaded, {len(skipped)} skipped, {len(own) - len(matched)} kept"
+    )
+
+
+class Trainer:
+    """Builds everything for a run and trains it; see `train()` for the one-call version.
+
+    `model_factory(cfg) -> nn.Module` defaults to `ait.model.build_task_solver`; the module's forward (or
+    `training_step`) takes {task: batch} and returns {"loss": tensor, **float parts}.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        model_factory: Callable[[Config], nn.Module] | None = None,
+        datasets: dict | None = None,
+        dist_info: DistInfo | None = None,
+        device: str | None = None,
+        log: Callable[[str], None] | None = None,
+        evaluate: bool = True,
+    ):
+        cfg.validate()
+        self.cfg = cfg
+        self.dist = dist_info or init_distributed(device)
+        self.device = self.dist.device
+        self._print = log or print
+        self.evaluate_enabled = evaluate
+        self.work_dir = Path(cfg.work_dir)
+        configure_determinism(cfg.deterministic, self.device)
+        seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
+
+        if model_factory is None:
+            from ait.model import build_task_solver
+
+            model_factory = build_task_solver
+        self.model = model_factory(cfg).to(self.device)
+        if cfg.load_from:
+            load_initial_weights(self.model, cfg.load_from, self.log)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
+        self.use_amp = bool(cfg.optim.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.streams: TaskStreams = build_task_streams(cfg, self.dist.rank, self.dist.world_size, datasets)
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+
+        if self.dist.distributed:
+            self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # a task's head may sit out a step (e.g. a rank without depth images in joint training)
+                find_unused_parameters=True,
+            )
+        else:
+            self.wrapped = self.model
+        self.metrics = MetricsLogger(self.work_dir, enabled=self.dist.is_main)
+        # the RNG state training starts from, so a run does not depend on what else ran in this process
+        self._start_rng = capture_rng_state()
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            self._print(message)
+
+    def _forward(self, batch: dict) -> dict:
+        # DDP only hooks forward(); fall back to training_step for modules whose forward is something else
+        module = self.wrapped
+        if self.dist.distributed or not hasattr(self.model, "training_step"):
+            return module(batch)
+        return self.model.training_step(batch)
+
+    def current_lr(self) -> float:
+        # the lr of the group with the largest scale (the non-backbone parameters: scale 1)
+        return max(g["lr"] for g in self.optimizer.param_groups)
+
+    # --------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        rng_states = all_gather_objects(capture_rng_state())
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_json(),
+            "config_name": self.cfg.name,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            # the schedule's lambda is rebuilt from the config; only its counters are state
+            "scheduler": {
+                **self.scheduler.state_dict(),
+                "lr_lambdas": [None] * len(self.optimizer.param_groups),
+            },
+            "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "data": self.streams.state_dict(),
+            "rng": rng_states,
+            "world_size": self.dist.world_size,
+        }
+
+    def save_checkpoint(self) -> Path:
+        state = self.state_dict()  # collective (RNG gather): every rank calls it
+        path = checkpoint_path(self.work_dir, self.step)
+        if self.dist.is_main:
+            atomic_torch_save(state, path)
+            prune_checkpoints(self.work_dir, self.cfg.keep_checkpoints)
+        barrier()
+        self.last_checkpoint = path
+        return path
+
+    def resume(self, path: str | os.PathLike | None = None) -> int:
+        """Restore from `path` or the newest checkpoint of work_dir; returns the step reached."""
+        if path is None:
+            path = find_latest_checkpoint(self.work_dir)
+            if path is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.work_dir / 'checkpoints'}")
+        state = load_checkpoint(path, map_location="cpu")
+        check_config_compatible(state, self.cfg, path)
+        from ait.engine.checkpoint import load_model_weights
+
+        load_model_weights(self.model, state["model"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.use_amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.streams.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        rng = state["rng"]
+        if state.get("world_size") == self.dist.world_size and len(rng) == self.dist.world_size:
+            restore_rng_state(rng[self.dist.rank])
+        else:
+            self.log(
+                f"resume: checkpoint was written by {state.get('world_size')} ranks, now {self.dist.world_size}; "
+                "data order is kept, dropout RNG restarts from rank 0's state"
+            )
+            restore_rng_state(rng[0])
+        self.last_checkpoint = Path(path)
+        self.log(f"resumed from {path} at step {self.step}")
+        return self.step
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    def run_evaluation(self) -> dict[str, Any]:
+        from ait.engine.evaluate import evaluate_solver
+
+        return evaluate_solver(self.cfg, self.model, self.dist)
+
+    # ------------------------------------------------------------------------------------------- training
+    def _train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.wrapped.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+        for micro in range(cfg.optim.accumulate):
+            batch = _to_device(self.streams.next_batch(), self.device)
+            last_micro = micro == cfg.optim.accumulate - 1
+            sync = (
+                contextlib.nullcontext()
+                if (last_micro or not self.dist.distributed)
+                else self.wrapped.no_sync()
+            )
+            with sync:
+                with autocast:
+                    out = self._forward(batch)
+                loss = out["loss"]
+                parts = _float_parts(out)
+                # every rank must take the same branch, so the finiteness check is a collective
+                bad = all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0]))
+                if float(bad) > 0:
+                    raise NonFiniteLossError(self.step + 1, parts, self.last_checkpoint)
+                self.scaler.scale(loss.float() / cfg.optim.accumulate).backward()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value / cfg.optim.accumulate
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if cfg.optim.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+        else:
+            grad_norm = (
+                float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+                if params
+                else 0.0
+            )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        sums["grad_norm"] = grad_norm
+        return sums
+
+    def train(
+        self, resume: bool | str | os.PathLike | None = None, stop_at_step: int | None = None
+    ) -> TrainResult:
+        """Train to optim.max_iters (resume: True = newest checkpoint of work_dir, or a path).
+
+        `stop_at_step` leaves the loop right after that step without a final checkpoint or evaluation, as an
+        interruption would (tests use it to check that `--resume` continues exactly).
+        """
+        cfg = self.cfg
+        start_wall = time.perf_counter()
+        if resume:
+            self.resume(None if resume is True else resume)
+        elif self.step == 0:
+            restore_rng_state(self._start_rng)
+        if self.dist.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            (self.work_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+        n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.log(
+            f"training {cfg.name}: {cfg.optim.max_iters} steps from step {self.step}, {self.dist.world_size} "
+            f"rank(s) on {self.device}, {n_params / 1e6:.2f}M trainable parameters, batches "
+            f"[{'; '.join(describe_batches(cfg, self.dist.world_size))}] x accumulate {cfg.optim.accumulate}, "
+            f"AMP {'on' if self.use_amp else 'off'}, work_dir {self.work_dir}"
+        )
+        kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
+        images_per_step = self.streams.images_per_step() * cfg.optim.accumulate
+        progress = None
+        if cfg.progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(
+                total=cfg.optim.max_iters,
+                initial=self.step,
+                desc=cfg.name,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+        window: dict[str, float] = {}
+        window_steps, window_time = 0, 0.0
+        total_train_time, total_train_images = 0.0, 0
+        last_metrics: dict[str, float] = {}
+        eval_metrics: dict[str, Any] = {}
+        try:
+            while self.step < cfg.optim.max_iters:
+                lr = self.current_lr()
+                t0 = time.perf_counter()
+                parts = self._train_step()
+                elapsed = time.perf_counter() - t0
+                total_train_time += elapsed
+                total_train_images += images_per_step
+                window_time += elapsed
+                window_steps += 1
+                for key, value in parts.items():
+                    window[key] = window.get(key, 0.0) + value
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(
+                        loss=f"{parts['loss']:.4f}", img_s=f"{images_per_step / elapsed:.1f}"
+                    )
+                done = self.step >= cfg.optim.max_iters
+                if self.step % cfg.log_interval == 0 or done:
+                    means = all_reduce_mean({k: v / window_steps for k, v in window.items()})
+                    last_metrics = {
+                        **means,
+                        "lr": lr,
+                        "images_per_s": images_per_step * window_steps / max(window_time, 1e-9),
+                        "epoch": {t: s.position / s.length for t, s in self.streams.streams.items()},
+                    }
+                    self.metrics.log({"kind": "train", **last_metrics}, step=self.step)
+                    if progress is None:
+                        self.log(
+                            f"step {self.step}/{cfg.optim.max_iters} loss {means['loss']:.4f} lr {lr:.3g} "
+                            f"{last_metrics['images_per_s']:.1f} img/s"
+                        )
+                    window, window_steps, window_time = {}, 0, 0.0
+                if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or done:
+                    self.save_checkpoint()
+                if kill_after and self.step == kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if stop_at_step is not None and self.step >= stop_at_step and not done:
+                    break
+                if self.evaluate_enabled and (
+                    (cfg.eval_interval and self.step % cfg.eval_interval == 0 and not done) or done
+                ):
+                    eval_metrics = self.run_evaluation()
+                    self.metrics.log({"kind": "eval", **eval_metrics}, step=self.step)
+                    self.log(f"eval at step {self.step}: {_summary(eval_metrics)}")
+        finally:
+            if progress is not None:
+                progress.close()
+            self.metrics.close()
+        throughput = total_train_images / total_train_time if total_train_time > 0 else float("nan")
+        self.log(
+            f"done: step {self.step}, {throughput:.1f} images/s (training steps only), checkpoint {self.last_checkpoint}"
+        )
+        return TrainResult(
+            step=self.step,
+            work_dir=self.work_dir,
+            checkpoint=self.last_checkpoint,
+            last_metrics=last_metrics,
+            eval_metrics=eval_metrics,
+            images_per_s=throughput,
+            wall_s=time.perf_counter() - start_wall,
+        )
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    pieces = []
+    depth = metrics.get("depth") or {}
+    if depth:
+        pieces.append(f"depth rmse {depth.get('rmse', math.nan):.4f} d1 {depth.get('d1', math.nan):.3f}")
+    for task in ("insseg", "det"):
+        coco = metrics.get(task) or {}
+        if coco:
+            pieces.append(
+                f"{task} box AP {100 * coco.get('bbox', {}).get('AP', math.nan):.1f}"
+                + (f" mask AP {100 * coco['segm']['AP']:.1f}" if "segm" in coco else "")
+            )
+    return ", ".join(pieces) or "(nothing evaluated)"
+
+
+def train(cfg: Config, resume: bool | str | None = None, **kwargs: Any) -> TrainResult:
+    """Build a Trainer for `cfg` and run it (resume: True = newest checkpoint of work_dir, or a path)."""
+    return Trainer(cfg, **kwargs).train(resume=resume)
