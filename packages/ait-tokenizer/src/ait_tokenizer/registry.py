@@ -72,7 +72,7 @@ register_tokenizer(
         code_dim=64,
         input_size=(64, 64),
         kmeans_init=True,
-        dead_code_threshold=0.5,
+        dead_code_threshold=1.0,
         mask_ratio=0.5,
         mask_patch_size=8,
     ),

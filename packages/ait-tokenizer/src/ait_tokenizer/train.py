@@ -1,0 +1,531 @@
+"""Train a depth or instance-mask tokenizer.
+
+    ait-tokenizer-train --config depth-small --out /tmp/tok-depth
+    ait-tokenizer-train --config mask-paper --out runs/mask --maskcoco maskcoco_train2017.npz
+    torchrun --nproc-per-node 2 -m ait_tokenizer.train --config depth-small --out /tmp/tok-ddp
+
+Named configs reproduce the paper's schedules ("depth-paper": Adam 3e-4, no weight decay, x0.98 whenever
+the within-epoch step index is a multiple of 500; "mask-paper": AdamW 3e-4, 500 linear warm-up steps from
+3e-7, per-step cosine to 1e-6) and give CPU-sized ones ("depth-small", "mask-small").
+
+Runs are deterministic for a seed on the CPU, and a resumed run equals an uninterrupted one: data order is
+a function of (seed, epoch), every augmentation draw of (seed, epoch, index), every per-step random choice
+(mask augmentation, k-means, dead-code restarts) of (seed, step), and the learning rate of the step.
+Under torchrun (WORLD_SIZE set) it joins the env:// process group (gloo on CPU, nccl on GPU), shards the
+data with a DistributedSampler, averages gradients over ranks, and the quantizer all-reduces its EMA
+statistics so every rank keeps the same codebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ait_tokenizer.checkpoint import load_tokenizer, save_tokenizer
+from ait_tokenizer.data import MaskCrops, NYUDepthMaps, SyntheticDepthMaps, stack_batch
+from ait_tokenizer.model import VQVAETokenizer
+from ait_tokenizer.quantizer import utilisation
+from ait_tokenizer.registry import create_tokenizer, tokenizer_config
+
+STATE_FILE = "train_state.pt"
+LAST_CHECKPOINT = "last.safetensors"
+FINAL_CHECKPOINT = "final.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """One tokenizer training run. ``data``: "synthetic" (default), "nyu" or "maskcoco"."""
+
+    tokenizer: str = "depth-small"
+    tokenizer_overrides: dict = field(default_factory=dict)
+    # data
+    data: str = "synthetic"
+    data_seed: int = 0
+    train_size: int = 2000  # synthetic: depth maps, or rooms whose instances are cropped (masks)
+    val_size: int = 64  # synthetic validation maps / rooms (the "val" split: held out)
+    nyu_root: str | None = None
+    nyu_split_file: str | None = None
+    nyu_val_split_file: str | None = None
+    nyu_short_side: int | None = None  # nearest downscale of NYU maps before the crop (small presets)
+    maskcoco: str | None = None
+    maskcoco_val: str | None = None
+    instance_room_size: int = 128  # synthetic rooms rendered at this size before cropping instances
+    flip: bool = True  # horizontal flip (depth; the mask recipe has none)
+    num_workers: int = 0
+    # optimisation
+    epochs: int = 20
+    max_steps: int | None = None  # stop after this many steps in all (the schedule still spans `epochs`)
+    batch_size: int = 8  # per process
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    schedule: str = "step"  # "step": x decay_factor each `decay_every` within-epoch steps; "cosine"
+    decay_every: int = 500
+    decay_factor: float = 0.98
+    warmup_steps: int = 500
+    warmup_start_lr: float = 3e-7
+    min_lr: float = 1e-6
+    # bookkeeping
+    val_every: int = 500  # steps; 0: only at the end
+    checkpoint_every: int = 500  # steps; 0: only at the end
+    log_every: int = 25
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    num_threads: int | None = None  # torch CPU threads (1 is fastest on a crowded machine)
+    cache_data: bool = True  # render synthetic depth maps once, up front, and keep them in memory
+    progress: bool = True
+    resume: bool = True  # continue from out_dir/train_state.pt when present
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _config(**values) -> TokenizerTrainConfig:
+    return TokenizerTrainConfig(**values)
+
+
+# Named configs. The paper's ones need the real data (point them at it); the small ones run on this CPU.
+TRAIN_CONFIGS: dict[str, TokenizerTrainConfig] = {
+    "depth-paper": _config(
+        tokenizer="depth-paper",
+        data="nyu",
+        epochs=20,
+        batch_size=8,
+        optimizer="adam",
+        lr=3e-4,
+        schedule="step",
+        decay_every=500,
+        decay_factor=0.98,
+        val_every=2000,
+        checkpoint_every=2000,
+    ),
+    "mask-paper": _config(
+        tokenizer="mask-paper",
+        data="maskcoco",
+        epochs=20,
+        batch_size=512,
+        optimizer="adamw",
+        lr=3e-4,
+        weight_decay=0.0,
+        schedule="cosine",
+        warmup_steps=500,
+        warmup_start_lr=3e-7,
+        min_lr=1e-6,
+        flip=False,
+        val_every=2000,
+        checkpoint_every=2000,
+    ),
+    # ~10 CPU minutes: 64x64 synthetic maps, 8x8 tokens; the paper's schedule family, faster decay.
+    "depth-small": _config(
+        tokenizer="depth-small",
+        data="synthetic",
+        train_size=4000,
+        val_size=64,
+        epochs=8,
+        batch_size=16,
+        optimizer="adam",
+        lr=1e-3,
+        schedule="step",
+        decay_every=50,
+        decay_factor=0.98,
+        val_every=500,
+        checkpoint_every=500,
+    ),
+    "mask-small": _config(
+        tokenizer="mask-small",
+        data="synthetic",
+        train_size=600,
+        val_size=40,
+        epochs=6,
+        batch_size=32,
+        optimizer="adamw",
+        lr=1e-3,
+        schedule="cosine",
+        warmup_steps=100,
+        warmup_start_lr=1e-5,
+        min_lr=1e-5,
+        flip=False,
+        val_every=500,
+        checkpoint_every=500,
+    ),
+}
+
+
+def list_train_configs() -> list[str]:
+    return sorted(TRAIN_CONFIGS)
+
+
+def train_config(name: str, **overrides) -> TokenizerTrainConfig:
+    if name not in TRAIN_CONFIGS:
+        raise ValueError(f"unknown training config {name!r}; expected one of {list_train_configs()}")
+    return dataclasses.replace(TRAIN_CONFIGS[name], **overrides)
+
+
+# --------------------------------------------------------------------------- schedule
+def learning_rate(
+    cfg: TokenizerTrainConfig, step: int, epoch: int, step_in_epoch: int, steps_per_epoch: int
+) -> float:
+    """Learning rate of global step ``step`` (0-based), which is ``step_in_epoch`` of ``epoch``."""
+    if cfg.schedule == "step":
+        # The paper multiplies by 0.98 after each step whose within-epoch index is a multiple of 500.
+        per_epoch = math.ceil(steps_per_epoch / cfg.decay_every)
+        decays = epoch * per_epoch + math.ceil(step_in_epoch / cfg.decay_every)
+        return cfg.lr * cfg.decay_factor**decays
+    if cfg.schedule == "cosine":
+        if step < cfg.warmup_steps:
+            return cfg.warmup_start_lr + (cfg.lr - cfg.warmup_start_lr) * step / cfg.warmup_steps
+        total = max(cfg.epochs * steps_per_epoch, cfg.warmup_steps + 1)
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"schedule must be 'step' or 'cosine', got {cfg.schedule!r}")
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """Seed of one step's random choices (distinct per rank: each rank augments its own samples)."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63)
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class Runtime:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    distributed: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(device: str = "auto") -> Runtime:
+    """Join the torchrun process group when WORLD_SIZE is set (gloo on CPU, nccl on GPU)."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if "WORLD_SIZE" not in os.environ:
+        return Runtime(device=torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://")
+    return Runtime(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        device=torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"),
+        distributed=True,
+    )
+
+
+def average_gradients(model: torch.nn.Module, world_size: int) -> None:
+    """Mean of the gradients over ranks (what DDP would do; explicit, so the EMA buffers stay ours)."""
+    if world_size == 1:
+        return
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+            parameter.grad /= world_size
+
+
+# --------------------------------------------------------------------------- data
+def build_datasets(cfg: TokenizerTrainConfig, kind: str, size: tuple[int, int]):
+    """(train, validation) datasets of ``{"x": (1,H,W)}`` (+ ``complete`` for synthetic depth)."""
+    if kind == "depth":
+        if cfg.data == "synthetic":
+            return (
+                SyntheticDepthMaps(cfg.train_size, size, "train", cfg.data_seed, cfg.flip, cfg.cache_data),
+                SyntheticDepthMaps(
+                    cfg.val_size, size, "val", cfg.data_seed, flip=False, cache=cfg.cache_data
+                ),
+            )
+        if cfg.data == "nyu":
+            if not cfg.nyu_root or not cfg.nyu_split_file:
+                raise ValueError("data='nyu' needs nyu_root and nyu_split_file (BTS split-file layout)")
+            train = NYUDepthMaps(
+                cfg.nyu_root, cfg.nyu_split_file, "train", size, True, cfg.nyu_short_side, cfg.seed
+            )
+            val_file = cfg.nyu_val_split_file or cfg.nyu_split_file
+            split = "test" if cfg.nyu_val_split_file else "train"
+            val = NYUDepthMaps(cfg.nyu_root, val_file, split, size, False, cfg.nyu_short_side, cfg.seed)
+            return train, val
+        raise ValueError(f"depth tokenizers train on data 'synthetic' or 'nyu', got {cfg.data!r}")
+    if cfg.data == "synthetic":
+        return (
+            MaskCrops.from_synthetic(
+                cfg.train_size, "train", cfg.data_seed, cfg.instance_room_size, size[0], cfg.flip
+            ),
+            MaskCrops.from_synthetic(cfg.val_size, "val", cfg.data_seed, cfg.instance_room_size, size[0]),
+        )
+    if cfg.data == "maskcoco":
+        if not cfg.maskcoco:
+            raise ValueError("data='maskcoco' needs maskcoco (path of the .npz from ait-maskcoco)")
+        train = MaskCrops.from_maskcoco(cfg.maskcoco, cfg.flip, cfg.seed)
+        return train, MaskCrops.from_maskcoco(cfg.maskcoco_val or cfg.maskcoco)
+    raise ValueError(f"mask tokenizers train on data 'synthetic' or 'maskcoco', got {cfg.data!r}")
+
+
+# --------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(
+    tokenizer: VQVAETokenizer, dataset, batch_size: int = 32, device: torch.device | str = "cpu"
+) -> dict:
+    """Reconstruction scores (ait_eval) and codebook utilisation of decode(encode(x)) on ``dataset``."""
+    from ait_eval import depth_reconstruction_scores, mask_reconstruction_scores
+
+    was_training = tokenizer.training
+    tokenizer.eval()
+    inputs, recons, completes = [], [], []
+    counts = torch.zeros(tokenizer.num_codes)
+    for start in range(0, len(dataset), batch_size):
+        batch = stack_batch([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        x = batch["x"].to(device)
+        ids = tokenizer.encode(x)
+        counts += torch.bincount(ids.flatten().cpu(), minlength=tokenizer.num_codes).float()
+        recons.append(tokenizer.decode(ids).cpu()[:, 0].numpy())
+        inputs.append(batch["x"][:, 0].numpy())
+        if "complete" in batch:
+            completes.append(batch["complete"][:, 0].numpy())
+    tokenizer.train(was_training)
+    recon, target = np.concatenate(recons), np.concatenate(inputs)
+    use = utilisation(counts)
+    scores = {"perplexity": use["perplexity"], "codes_used": use["codes_used"]}
+    if tokenizer.kind == "mask":
+        return {**scores, **mask_reconstruction_scores(target, recon)}
+    # Depth: against the valid pixels of the input, and (synthetic) against the complete map everywhere.
+    valid = depth_reconstruction_scores(recon, target, eigen_crop=False)
+    scores.update({name: valid[name] for name in ("rmse", "abs_rel", "d1")})
+    if completes:
+        complete = np.concatenate(completes)
+        full = depth_reconstruction_scores(recon, complete, eigen_crop=False)
+        scores.update({f"complete_{name}": full[name] for name in ("rmse", "abs_rel", "d1")})
+        holes = target <= 0
+        if holes.any():
+            scores["holes_rmse"] = float(np.sqrt(np.mean((recon[holes] - complete[holes]) ** 2)))
+    return scores
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _save_state(out_dir: Path, tokenizer, optimizer, cfg, step: int, history: list) -> None:
+    extra = {"step": step, "train_config": cfg.to_dict()}
+    save_tokenizer(tokenizer, out_dir / LAST_CHECKPOINT, extra=extra)
+    temporary = out_dir / (STATE_FILE + ".tmp")
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "history": history, "config": cfg.to_dict()},
+        temporary,
+    )
+    os.replace(temporary, out_dir / STATE_FILE)
+
+
+def _load_state(out_dir: Path, tokenizer, optimizer) -> tuple[int, list]:
+    state = torch.load(out_dir / STATE_FILE, map_location="cpu", weights_only=False)
+    saved = load_tokenizer(out_dir / LAST_CHECKPOINT, expected_preset=tokenizer.preset)
+    tokenizer.load_state_dict(saved.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), list(state.get("history", []))
+
+
+# --------------------------------------------------------------------------- training
+def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> Path:
+    """Train as ``cfg`` says, writing checkpoints and metrics to ``out_dir``; returns the final checkpoint."""
+    out_dir = Path(out_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    runtime = setup_runtime(cfg.device)
+    if runtime.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if runtime.distributed:
+        dist.barrier()
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    tokenizer = create_tokenizer(cfg.tokenizer, **cfg.tokenizer_overrides).to(runtime.device).train()
+    size = tokenizer_config(cfg.tokenizer, **cfg.tokenizer_overrides).input_size
+    train_set, val_set = build_datasets(cfg, tokenizer.kind, size)
+    if len(train_set) < cfg.batch_size * runtime.world_size:
+        raise ValueError(
+            f"training set has {len(train_set)} samples, fewer than one step's {cfg.batch_size * runtime.world_size}"
+        )
+    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    optimizer = optimizer_class(tokenizer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    sampler = DistributedSampler(
+        train_set,
+        num_replicas=runtime.world_size,
+        rank=runtime.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
+    )
+    steps_per_epoch = len(sampler) // cfg.batch_size
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    step, history = 0, []
+    if cfg.resume and (out_dir / STATE_FILE).is_file():
+        step, history = _load_state(out_dir, tokenizer, optimizer)
+
+    bar = tqdm(
+        total=total_steps, initial=step, disable=not (cfg.progress and runtime.main), desc=cfg.tokenizer
+    )
+    metrics_path = out_dir / METRICS_FILE
+    started = time.perf_counter()
+    while step < total_steps:
+        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        order = list(sampler)
+        batches = [order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
+        loader = DataLoader(
+            train_set,
+            batch_sampler=batches[step_in_epoch:],
+            num_workers=cfg.num_workers,
+            collate_fn=stack_batch,
+        )
+        for batch in loader:
+            lr = learning_rate(cfg, step, epoch, step_in_epoch, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            seed = step_seed(cfg.seed, step, runtime.rank)
+            torch.manual_seed(seed)  # k-means seeds and dead-code restarts (rank 0's are broadcast)
+            out = tokenizer(batch["x"].to(runtime.device), generator=torch.Generator().manual_seed(seed))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            average_gradients(tokenizer, runtime.world_size)
+            optimizer.step()
+            step += 1
+            step_in_epoch += 1
+            bar.update(1)
+
+            if runtime.main and (step % cfg.log_every == 0 or step == total_steps):
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "loss": out.loss.item(),
+                    "recon_loss": out.recon_loss.item(),
+                    "commit_loss": out.commit_loss.item(),
+                    **out.metrics,
+                    "seconds": time.perf_counter() - started,
+                }
+                bar.set_postfix(loss=f"{record['loss']:.4f}", ppl=f"{out.metrics.get('perplexity', 0):.1f}")
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            if runtime.main and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps):
+                scores = {"step": step, **validate(tokenizer, val_set, device=runtime.device)}
+                history.append(scores)
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps({"val": scores}) + "\n")
+                bar.write(f"step {step} validation: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+            if runtime.main and (
+                (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total_steps
+            ):
+                _save_state(out_dir, tokenizer, optimizer, cfg, step, history)
+            if step >= total_steps:
+                break
+    bar.close()
+
+    final = out_dir / FINAL_CHECKPOINT
+    if runtime.main:
+        save_tokenizer(
+            tokenizer, final, extra={"step": step, "train_config": cfg.to_dict(), "validation": history[-1:]}
+        )
+    if runtime.distributed:
+        dist.barrier()
+    return final
+
+
+# --------------------------------------------------------------------------- command line
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_values(pairs: list[str], what: str) -> dict:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{what} expects key=value, got {pair!r}")
+        values[key.replace("-", "_")] = _parse_value(value)
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ait-tokenizer-train", description="Train an AiT VQ-VAE tokenizer.")
+    parser.add_argument(
+        "--config", default="depth-small", choices=list_train_configs(), help="named training config"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, metrics)")
+    parser.add_argument("--data", choices=["synthetic", "nyu", "maskcoco"], help="training data")
+    parser.add_argument("--nyu-root", help="NYUv2 root (BTS split-file layout)")
+    parser.add_argument("--nyu-split-file", help="NYUv2 training split file")
+    parser.add_argument("--nyu-val-split-file", help="NYUv2 test split file (validation)")
+    parser.add_argument("--maskcoco", help="maskcoco .npz (training)")
+    parser.add_argument("--maskcoco-val", help="maskcoco .npz (validation)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-mask-aug", action="store_true", help="train without mask augmentation")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint already in --out")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="any TokenizerTrainConfig field"
+    )
+    parser.add_argument(
+        "--tokenizer-set", nargs="*", default=[], metavar="KEY=VALUE", help="tokenizer overrides"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TokenizerTrainConfig:
+    overrides = _key_values(args.set, "--set")
+    for name in ("data", "nyu_root", "nyu_split_file", "nyu_val_split_file", "maskcoco", "maskcoco_val", "epochs",
+                 "max_steps", "batch_size", "lr", "seed", "device"):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    known = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise SystemExit(f"unknown config fields {sorted(unknown)}; expected some of {sorted(known)}")
+    cfg = train_config(args.config, **overrides)
+    tokenizer_overrides = {**cfg.tokenizer_overrides, **_key_values(args.tokenizer_set, "--tokenizer-set")}
+    if args.no_mask_aug:
+        tokenizer_overrides["mask_ratio"] = 0.0
+    return dataclasses.replace(
+        cfg, tokenizer_overrides=tokenizer_overrides, progress=not args.no_progress, resume=not args.no_resume
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    final = train_tokenizer(cfg, args.out)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"final checkpoint: {final}", file=sys.stderr)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return final
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from ait_tokenizer import load_tokenizer
+from ait_tokenizer.train import (
+    FINAL_CHECKPOINT,
+    METRICS_FILE,
+    TokenizerTrainConfig,
+    learning_rate,
+    main,
+    train_config,
+    train_tokenizer,
+)
+
+# 12 synthetic maps in batches of 4: three steps per epoch, so five steps cross an epoch boundary.
+TINY_DEPTH = {
+    "train_size": 12,
+    "val_size": 2,
+    "batch_size": 4,
+    "val_every": 0,
+    "checkpoint_every": 0,
+    "log_every": 1,
+    "progress": False,
+    "device": "cpu",
+}
+
+
+def test_paper_depth_schedule_decays_on_multiples_of_500_within_each_epoch():
+    cfg = train_config("depth-paper")
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == ("adam", 3e-4, 0.0, 8, 20)
+    steps_per_epoch = 1200  # indices 0, 500, 1000 decay: three per epoch
+
+    def lr(epoch, i):
+        return learning_rate(cfg, epoch * steps_per_epoch + i, epoch, i, steps_per_epoch)
+
+    assert lr(0, 0) == 3e-4  # the first step runs at the base rate, then index 0 decays it
+    assert lr(0, 1) == pytest.approx(3e-4 * 0.98)
+    assert lr(0, 500) == pytest.approx(3e-4 * 0.98)
+    assert lr(0, 501) == pytest.approx(3e-4 * 0.98**2)
+    assert lr(1, 0) == pytest.approx(3e-4 * 0.98**3)
+    assert lr(1, 1) == pytest.approx(3e-4 * 0.98**4)
+
+
+def test_paper_mask_schedule_warms_up_then_cosine_to_1e6():
+    cfg = train_config("mask-paper")
+    assert (cfg.optimizer, cfg.batch_size, cfg.weight_decay) == ("adamw", 512, 0.0)
+    steps_per_epoch = 100
+    total = cfg.epochs * steps_per_epoch
+
+    def lr(step):
+        return learning_rate(cfg, step, *divmod(step, steps_per_epoch), steps_per_epoch)
+
+    assert lr(0) == pytest.approx(3e-7)
+    assert lr(250) == pytest.approx(3e-7 + (3e-4 - 3e-7) / 2)
+    assert lr(500) == pytest.approx(3e-4)
+    middle = 500 + (total - 500) // 2
+    assert lr(middle) == pytest.approx(1e-6 + (3e-4 - 1e-6) * 0.5 * (1 + math.cos(math.pi * 0.5)), rel=1e-3)
+    assert lr(total) == pytest.approx(1e-6)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg = TokenizerTrainConfig(tokenizer="depth-small", max_steps=5, **TINY_DEPTH)
+    straight = train_tokenizer(cfg, tmp_path / "straight")
+    train_tokenizer(dataclasses.replace(cfg, max_steps=2), tmp_path / "resumed")
+    resumed = train_tokenizer(cfg, tmp_path / "resumed")
+
+    a, b = load_tokenizer(straight), load_tokenizer(resumed)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()
+             if "val" not in json.loads(line)]  # fmt: skip
+    assert steps == [1, 2, 3, 4, 5]  # the second run continued at step 3
+
+
+def test_seeded_runs_are_identical_and_seeds_matter(tmp_path):
+    cfg = TokenizerTrainConfig(tokenizer="depth-small", max_steps=2, **TINY_DEPTH)
+    first = load_tokenizer(train_tokenizer(cfg, tmp_path / "a")).state_dict()
+    again = load_tokenizer(train_tokenizer(cfg, tmp_path / "b")).state_dict()
+    other = load_tokenizer(train_tokenizer(dataclasses.replace(cfg, seed=1), tmp_path / "c")).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_mask_tokenizer_trains_on_synthetic_instance_crops_and_validates(tmp_path):
+    cfg = TokenizerTrainConfig(
+        tokenizer="mask-small",
+        train_size=3,
+        val_size=1,
+        instance_room_size=64,
+        batch_size=4,
+        max_steps=2,
+        optimizer="adamw",
+        schedule="cosine",
+        warmup_steps=1,
+        **{k: v for k, v in TINY_DEPTH.items() if k not in {"train_size", "val_size", "batch_size"}},
+    )
+    final = train_tokenizer(cfg, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    validation = next(line["val"] for line in lines if "val" in line)
+    assert {"mean_iou", "mean_boundary_iou", "perplexity", "codes_used"} <= set(validation)
+    assert 0 <= validation["mean_iou"] <= 1
+    assert load_tokenizer(final, expected_preset="mask-small").kind == "mask"
+
+
+def test_command_line_overrides(tmp_path):
+    final = main([
+        "--config", "depth-small", "--out", str(tmp_path), "--max-steps", "1", "--batch-size", "2",
+        "--no-progress", "--no-mask-aug", "--set", "train_size=2", "val_size=1", "log_every=1",
+        "--tokenizer-set", "dead_code_threshold=0",
+    ])  # fmt: skip
+    assert final == tmp_path / FINAL_CHECKPOINT
+    tokenizer = load_tokenizer(final, expected_preset="depth-small")
+    assert tokenizer.config.mask_ratio == 0.0 and tokenizer.config.dead_code_threshold == 0
+    saved = json.loads((tmp_path / "train_config.json").read_text())
+    assert saved["batch_size"] == 2 and saved["max_steps"] == 1
+
+
+def test_unknown_data_is_a_clear_error(tmp_path):
+    cfg = TokenizerTrainConfig(tokenizer="depth-small", data="maskcoco", **TINY_DEPTH)
+    with pytest.raises(ValueError, match="'synthetic' or 'nyu', got 'maskcoco'"):
+        train_tokenizer(cfg, tmp_path)
