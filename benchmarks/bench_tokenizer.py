@@ -1,0 +1,104 @@
+"""Tokenizer throughput: encode (map -> ids) and decode (ids -> map), maps per second.
+
+    python benchmarks/bench_tokenizer.py [--quick]
+
+Presets depth-small (64x64, its training size) and depth-paper (480x480 in the full run, the paper's crop;
+128x128 in quick mode), and the soft decode (softmax @ codebook + decoder) of depth-small beside its hard
+decode as a side-by-side ratio. Eval mode, no autograd, the machine's torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import partial
+
+import torch
+
+from ait_tokenizer import create_tokenizer
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(quick: bool = False) -> list[dict]:
+    torch.manual_seed(0)
+    cases = [
+        ("depth-small", 64, 16 if quick else 64),
+        ("depth-paper", 128 if quick else 480, 2 if quick else 4),
+    ]
+    repeats = 3 if quick else 7
+    rows: list[dict] = []
+    for preset, side, batch in cases:
+        tokenizer = create_tokenizer(preset).eval()
+        x = torch.rand(batch, 1, side, side) * 5 + 0.5
+        with torch.inference_mode():
+            ids = tokenizer.encode(x)
+            note = f"{side}x{side}, batch {batch}, {tokenizer.token_grid(side, side)} tokens, cpu {torch.get_num_threads()} threads"
+            encode = _median_seconds(partial(tokenizer.encode, x), repeats)
+            decode = _median_seconds(partial(tokenizer.decode, ids), repeats)
+            rows.append(
+                {
+                    "benchmark": f"tokenizer/{preset}/encode",
+                    "metric": "throughput",
+                    "value": batch / encode,
+                    "unit": "maps/s",
+                    "note": note,
+                }
+            )
+            rows.append(
+                {
+                    "benchmark": f"tokenizer/{preset}/decode",
+                    "metric": "throughput",
+                    "value": batch / decode,
+                    "unit": "maps/s",
+                    "note": note,
+                }
+            )
+            if preset == "depth-small":
+                h, w = tokenizer.token_grid(side, side)
+                logits = torch.randn(batch, h * w, tokenizer.num_codes)
+                soft = _median_seconds(partial(tokenizer.decode_soft, logits, 0.8), repeats)
+                rows.append(
+                    {
+                        "benchmark": f"tokenizer/{preset}/decode_soft",
+                        "metric": "throughput",
+                        "value": batch / soft,
+                        "unit": "maps/s",
+                        "note": note,
+                    }
+                )
+                rows.append(
+                    {
+                        "benchmark": f"tokenizer/{preset}/decode_soft_vs_decode",
+                        "metric": "time ratio",
+                        "value": soft / decode,
+                        "unit": "x",
+                        "note": "soft / hard decode, same run",
+                    }
+                )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, well under a minute")
+    args = parser.parse_args()
+    rows = run(quick=args.quick)
+    width = max(len(r["benchmark"]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'value':>12}  unit     note")
+    for r in rows:
+        print(f"{r['benchmark']:<{width}}  {r['value']:>12.3f}  {r['unit']:<7}  {r['note']}")
+
+
+if __name__ == "__main__":
+    main()
