@@ -411,6 +411,18 @@ class SensorModel:
     glancing_cos: float = 0.12  # |cos| between ray and normal below which no return
     edge_relative_jump: float = 0.05  # neighbour depth jump (relative) that marks an edge
     max_depth: float = 10.0
+    dropout_blobs: bool = True  # 1-3 random elliptical holes per image
+
+    @classmethod
+    def perfect(cls) -> SensorModel:
+        """A sensor without holes (depth == depth_complete)."""
+        return cls(
+            dark_albedo=0.0,
+            glancing_cos=0.0,
+            edge_relative_jump=np.inf,
+            max_depth=np.inf,
+            dropout_blobs=False,
+        )
 
 
 def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = None) -> dict[str, Any]:
@@ -517,7 +529,7 @@ def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = N
     invalid[:, :-1] |= jump_x
     invalid[1:] |= jump_y
     invalid[:-1] |= jump_y
-    for cy, cx, ry, rx in scene.blobs:
+    for cy, cx, ry, rx in scene.blobs if sensor.dropout_blobs else ():
         ry_px, rx_px = max(ry * height, 1.5), max(rx * width, 1.5)
         y0, y1 = max(int(cy * height - ry_px), 0), min(int(cy * height + ry_px) + 1, height)
         x0, x1 = max(int(cx * width - rx_px), 0), min(int(cx * width + rx_px) + 1, width)

@@ -148,7 +148,8 @@ class DepthTransform:
         if "depth" not in sample:
             raise ValueError(f"DepthTransform needs a 'depth' entry, got keys {sorted(sample)}")
         tv = to_tv_sample({k: sample[k] for k in ("image", *DEPTH_KEYS) if k in sample})
-        tv["image"] = F.to_dtype(tv["image"], torch.float32, scale=True)
+        image = tv["image"]
+        tv["image"] = tv_tensors.Image(image.float() / 255 if image.dtype == torch.uint8 else image.float())
         if self.train:
             if self.cutdepth_every and self.count % self.cutdepth_every == 0:
                 tv["image"] = self._cutdepth(tv["image"], tv["depth"])
@@ -201,6 +202,8 @@ class InstanceTransform:
 
     Output: ``image`` float32 (3,canvas,canvas), ``boxes`` float32 (N,4) canvas pixels, ``labels`` int64 (N,),
     ``masks`` uint8 (N,canvas,canvas), ``scale`` (resize factor), ``orig_size`` (H, W), ``image_id``.
+    The image is resized to whole pixels (round(H * scale), round(W * scale)) and boxes follow that resize
+    exactly per axis, so ``boxes / scale`` recovers original pixels to within half a pixel.
     """
 
     def __init__(

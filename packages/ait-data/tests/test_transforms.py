@@ -1,0 +1,201 @@
+import numpy as np
+import pytest
+import torch
+
+from ait_data import COCO_MEAN, COCO_STD, DepthTransform, InstanceTransform, SyntheticRooms, collate
+from ait_data.transforms import crop, hflip, to_tv_sample
+
+
+def extent(mask: torch.Tensor) -> list[float]:
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+@pytest.fixture(scope="module")
+def room():
+    return SyntheticRooms(length=4, height=64, width=96, seed=21)[1]
+
+
+def test_flip_twice_is_identity_and_boxes_follow_masks(room):
+    tv = to_tv_sample(room)
+    flipped = hflip(tv)
+    for box, mask in zip(flipped["boxes"], flipped["masks"]):
+        assert box.tolist() == extent(mask)
+    back = hflip(flipped)
+    for key in ("image", "depth", "depth_complete", "boxes", "masks"):
+        assert torch.equal(back[key], tv[key]), key
+    assert torch.equal(flipped["image"][..., 0], tv["image"][..., -1])
+
+
+def test_crop_keeps_masks_inside_boxes(room):
+    tv = crop(to_tv_sample(room), 10, 20, 40, 50)
+    assert tv["image"].shape == (3, 40, 50) and tv["depth"].shape == (1, 40, 50)
+    assert torch.equal(tv["depth"][0], torch.from_numpy(room["depth"][10:50, 20:70]))
+    for box, mask in zip(tv["boxes"], tv["masks"]):
+        if mask.any():
+            x1, y1, x2, y2 = extent(mask)
+            assert box[0] <= x1 and box[1] <= y1 and x2 <= box[2] and y2 <= box[3]
+        assert 0 <= box[0] <= box[2] <= 50 and 0 <= box[1] <= box[3] <= 40
+
+
+def test_depth_transform_test_mode_is_plain_conversion(room):
+    out = DepthTransform(train=False)(room)
+    assert out["image"].dtype == torch.float32 and out["image"].shape == (3, 64, 96)
+    assert torch.equal(out["image"], torch.from_numpy(room["image"]).permute(2, 0, 1).float() / 255)
+    assert torch.equal(out["depth"][0], torch.from_numpy(room["depth"]))
+    assert torch.equal(out["depth_complete"][0], torch.from_numpy(room["depth_complete"]))
+    assert out["image_id"] == room["image_id"]
+
+
+def test_depth_transform_geometry_is_joint(room):
+    t = DepthTransform(crop=(48, 64), cutdepth_every=0, photometric_p=0.0, seed=3)
+    image = torch.from_numpy(room["image"]).permute(2, 0, 1).float() / 255
+    depth = torch.from_numpy(room["depth_complete"])
+    flips = set()
+    for _ in range(8):
+        out = t(room)
+        assert out["image"].shape == (3, 48, 64) and out["depth"].shape == (1, 48, 64)
+        found = False
+        for flipped in (False, True):
+            img, dep = (image.flip(-1), depth.flip(-1)) if flipped else (image, depth)
+            for top in range(64 - 48 + 1):
+                for left in range(96 - 64 + 1):
+                    if torch.equal(dep[top : top + 48, left : left + 64], out["depth_complete"][0]):
+                        assert torch.equal(img[:, top : top + 48, left : left + 64], out["image"])
+                        found = True
+                        flips.add(flipped)
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found
+        sensor = out["depth"][0]
+        assert torch.equal(sensor[sensor > 0], out["depth_complete"][0][sensor > 0])
+    assert flips == {False, True}
+
+
+def test_cutdepth_every_fourth_sample(room):
+    t = DepthTransform(crop=None, flip_p=0.0, photometric_p=0.0, seed=0)
+    image = torch.from_numpy(room["image"]).permute(2, 0, 1).float() / 255
+    strip_value = (torch.from_numpy(room["depth"]) / 10).clamp(0, 1)
+    for k in range(8):
+        out = t(room)["image"]
+        changed = (out != image).any(dim=0).any(dim=0)
+        if k % 4 == 0:
+            cols = torch.nonzero(changed).flatten()
+            assert len(cols) >= 1
+            # every channel of the strip holds depth / max_depth
+            strip = out[:, :, cols[0] : cols[-1] + 1]
+            assert torch.equal(strip, strip_value[:, cols[0] : cols[-1] + 1].expand_as(strip))
+        else:
+            assert not changed.any()
+
+
+def test_photometric_jitter_changes_only_colours(room):
+    t = DepthTransform(crop=None, cutdepth_every=0, flip_p=0.0, photometric_p=1.0, seed=5)
+    out = t(room)
+    assert out["image"].min() >= 0 and out["image"].max() <= 1
+    assert not torch.equal(out["image"], torch.from_numpy(room["image"]).permute(2, 0, 1).float() / 255)
+    assert torch.equal(out["depth"][0], torch.from_numpy(room["depth"]))
+
+
+def test_transforms_deterministic_under_seed(room):
+    for make in (
+        lambda s: DepthTransform(crop=(32, 32), seed=s),
+        lambda s: InstanceTransform(canvas=64, seed=s),
+    ):
+        a, b, c = make(9), make(9), make(10)
+        outs_a = [a(room) for _ in range(4)]
+        outs_b = [b(room) for _ in range(4)]
+        outs_c = [c(room) for _ in range(4)]
+        for x, y in zip(outs_a, outs_b):
+            assert torch.equal(x["image"], y["image"])
+        assert any(not torch.equal(x["image"], z["image"]) for x, z in zip(outs_a, outs_c))
+
+
+def test_depth_transform_errors(room):
+    with pytest.raises(ValueError, match="larger than the image"):
+        DepthTransform(crop=(128, 128), seed=0)(room)
+    with pytest.raises(ValueError, match="crop must be"):
+        DepthTransform(crop=(0, 5))
+    with pytest.raises(ValueError, match="'depth'"):
+        DepthTransform()({"image": room["image"]})
+    with pytest.raises(ValueError, match=r"\(H, W\) = \(64, 96\)"):
+        DepthTransform(train=False)({"image": room["image"], "depth": np.zeros((10, 10), np.float32)})
+
+
+def test_instance_transform_train_keeps_boxes_on_masks():
+    rooms = SyntheticRooms(length=6, height=64, width=96, seed=2)
+    t = InstanceTransform(canvas=80, seed=1)
+    for i in range(6):
+        out = t(rooms[i])
+        n = len(out["labels"])
+        assert out["image"].shape == (3, 80, 80) and out["image"].dtype == torch.float32
+        assert out["boxes"].shape == (n, 4) and out["masks"].shape == (n, 80, 80)
+        assert out["masks"].dtype == torch.uint8 and out["orig_size"] == (64, 96)
+        tolerance = out["scale"] + 1  # nearest-neighbour mask vs exact box scaling
+        for box, mask in zip(out["boxes"], out["masks"]):
+            assert mask.any()
+            assert (box[2:] - box[:2] >= 0.01).all()
+            x1, y1, x2, y2 = extent(mask.bool())
+            assert box[0] - tolerance <= x1 and x2 <= box[2] + tolerance
+            assert box[1] - tolerance <= y1 and y2 <= box[3] + tolerance
+        assert set(out["labels"].tolist()) <= set(rooms[i]["labels"].tolist())
+
+
+def test_instance_transform_drops_cropped_away_objects():
+    image = np.zeros((40, 40, 3), np.uint8)
+    masks = np.zeros((3, 40, 40), bool)
+    masks[0, 0:4, 0:4] = True  # top-left corner
+    masks[1, 36:40, 36:40] = True  # bottom-right corner
+    boxes = np.array([[0, 0, 4, 4], [36, 36, 40, 40], [10, 10, 10, 20]], np.float32)  # last: zero width
+    sample = {"image": image, "boxes": boxes, "labels": np.array([0, 1, 2]), "masks": masks}
+    # x2 scale -> 80x80, cropped to 40x40: at most one corner survives, the zero-width box never does
+    t = InstanceTransform(canvas=40, scale_range=(2.0, 2.0), flip_p=0.0, seed=0)
+    seen = set()
+    for _ in range(20):
+        out = t(sample)
+        assert len(out["labels"]) <= 1 and 2 not in out["labels"].tolist()
+        assert len(out["boxes"]) == len(out["masks"]) == len(out["labels"])
+        seen.update(out["labels"].tolist())
+    assert seen == {0, 1}
+
+
+def test_instance_transform_test_mode_resizes_and_pads(room):
+    t = InstanceTransform(train=False, canvas=128)
+    out = t(room)
+    assert out["scale"] == pytest.approx(128 / 96)
+    new_h = round(64 * 128 / 96)  # 85: the image is resized to whole pixels, boxes follow it per axis
+    per_axis = torch.tensor([128 / 96, new_h / 64, 128 / 96, new_h / 64])
+    assert torch.allclose(out["boxes"], torch.from_numpy(room["boxes"]) * per_axis)
+    assert torch.allclose(out["boxes"] / out["scale"], torch.from_numpy(room["boxes"]), atol=0.5)
+    assert (out["image"][:, new_h:] == 0).all() and (out["masks"][:, new_h:] == 0).all()
+    # normalisation with the COCO mean/std on a uniform image
+    grey = {"image": np.full((10, 20, 3), 100, np.uint8), "boxes": np.zeros((0, 4)), "labels": np.zeros(0)}
+    out = InstanceTransform(train=False, canvas=20)(grey)
+    expected = (100 - torch.tensor(COCO_MEAN)) / torch.tensor(COCO_STD)
+    assert torch.allclose(out["image"][:, :10, :].mean(dim=(1, 2)), expected, atol=1e-5)
+    assert out["masks"].shape == (0, 20, 20) if "masks" in out else out["boxes"].shape == (0, 4)
+
+
+def test_collate_batches_variable_instances(room):
+    rooms = SyntheticRooms(length=3, height=64, width=64, seed=8)
+    t = InstanceTransform(canvas=64, seed=0)
+    batch = collate([t(rooms[i]) for i in range(3)])
+    assert batch["image"].shape == (3, 3, 64, 64)
+    assert isinstance(batch["boxes"], list) and len(batch["boxes"]) == 3
+    assert [len(m) for m in batch["masks"]] == [len(b) for b in batch["boxes"]]
+    assert batch["orig_size"].tolist() == [[64, 64]] * 3 and batch["scale"].shape == (3,)
+    assert batch["image_id"].tolist() == [0, 1, 2]
+
+    depth_batch = collate([DepthTransform(train=False)(rooms[i]) for i in range(2)])
+    assert depth_batch["depth"].shape == (2, 1, 64, 64)
+    # numpy samples straight from a reader work too (variable instances stay lists)
+    raw = collate([rooms[0], rooms[1]])
+    assert raw["image"].shape == (2, 64, 64, 3) and isinstance(raw["masks"], list)
+    with pytest.raises(ValueError, match="shapes differ"):
+        collate([DepthTransform(train=False)(room), DepthTransform(train=False)(rooms[0])])
+    with pytest.raises(ValueError, match="at least one"):
+        collate([])
