@@ -1,11 +1,14 @@
 import dataclasses
 import json
 import math
+import socket
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
-from ait_tokenizer import load_tokenizer
+from ait_tokenizer import create_tokenizer, load_tokenizer
+from ait_tokenizer.testing import train_worker
 from ait_tokenizer.train import (
     FINAL_CHECKPOINT,
     METRICS_FILE,
@@ -123,3 +126,18 @@ def test_unknown_data_is_a_clear_error(tmp_path):
     cfg = TokenizerTrainConfig(tokenizer="depth-small", data="maskcoco", **TINY_DEPTH)
     with pytest.raises(ValueError, match="'synthetic' or 'nyu', got 'maskcoco'"):
         train_tokenizer(cfg, tmp_path)
+
+
+def test_two_process_training_keeps_ranks_identical(tmp_path):
+    """The torchrun path (env://, gloo): averaged gradients and all-reduced EMA keep one model."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {**TINY_DEPTH, "tokenizer": "depth-small", "train_size": 16, "max_steps": 3}
+    mp.spawn(train_worker, args=(2, port, config, str(tmp_path / "run"), str(tmp_path)), nprocs=2)
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for name, tensor in rank0["state"].items():
+        assert torch.equal(tensor, rank1["state"][name]), name
+    saved = load_tokenizer(rank0["final"]).state_dict()
+    assert all(torch.equal(saved[name], tensor) for name, tensor in rank0["state"].items())
+    assert not torch.equal(rank0["state"]["quantizer.embed"], create_tokenizer("depth-small").quantizer.embed)

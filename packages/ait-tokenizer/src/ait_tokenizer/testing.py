@@ -41,3 +41,26 @@ def ema_sync_worker(
         torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def train_worker(rank: int, world_size: int, port: int, config: dict, out_dir: str, result_dir: str) -> None:
+    """One rank of a torchrun-like training run (env:// rendezvous); saves its final weights per rank."""
+    from ait_tokenizer.train import TokenizerTrainConfig, run_training
+
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+        }
+    )
+    torch.set_num_threads(1)
+    try:
+        tokenizer, final = run_training(TokenizerTrainConfig(**config), out_dir)
+        state = {name: tensor.clone() for name, tensor in tokenizer.state_dict().items()}
+        torch.save({"final": str(final), "state": state}, os.path.join(result_dir, f"rank{rank}.pt"))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -340,6 +340,11 @@ def _load_state(out_dir: Path, tokenizer, optimizer) -> tuple[int, list]:
 # --------------------------------------------------------------------------- training
 def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> Path:
     """Train as ``cfg`` says, writing checkpoints and metrics to ``out_dir``; returns the final checkpoint."""
+    return run_training(cfg, out_dir)[1]
+
+
+def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple[VQVAETokenizer, Path]:
+    """``train_tokenizer`` that also returns this process's trained tokenizer (every rank holds one)."""
     out_dir = Path(out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -445,7 +450,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> Pa
         )
     if runtime.distributed:
         dist.barrier()
-    return final
+    return tokenizer, final
 
 
 # --------------------------------------------------------------------------- command line
