@@ -454,8 +454,40 @@ def _cpu_joint_demo() -> Config:
 # Tokenizer training configs (ait_tokenizer.train.TokenizerTrainConfig)
 
 
-def _tokenizer_train_config(**values: Any) -> Any:
-    from ait_tokenizer.train import TokenizerTrainConfig
+def _tokenizer_train_config(preset: str) -> Any:
+    """ait_tokenizer's named training config (the paper's recipes live with the tokenizer package)."""
+    from ait_tokenizer.train import train_config
 
-    known = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
-    return TokenizerTrainConfig(**{k: v for k, v in values.items() if k in known})
+    return train_config(preset)
+
+
+@register_config(
+    "ait_depth_vqvae",
+    kind="tokenizer",
+    description="Depth VQ-VAE of the paper (NYUv2, Adam 3e-4, 20 epochs, batch 8)",
+)
+def _ait_depth_vqvae() -> Any:
+    return _tokenizer_train_config("depth-paper")
+
+
+@register_config(
+    "ait_insseg_vqvae",
+    kind="tokenizer",
+    description="Instance-mask VQ-VAE of the paper (maskcoco, AdamW 3e-4, warm-up 500 + cosine, batch 512)",
+)
+def _ait_insseg_vqvae() -> Any:
+    return _tokenizer_train_config("mask-paper")
+
+
+@register_config(
+    "cpu_depth_vqvae", kind="tokenizer", description="CPU: small depth tokenizer on synthetic rooms"
+)
+def _cpu_depth_vqvae() -> Any:
+    return _tokenizer_train_config("depth-small")
+
+
+@register_config(
+    "cpu_insseg_vqvae", kind="tokenizer", description="CPU: small mask tokenizer on synthetic rooms"
+)
+def _cpu_insseg_vqvae() -> Any:
+    return _tokenizer_train_config("mask-small")

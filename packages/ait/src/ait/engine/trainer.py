@@ -182,6 +182,8 @@ class Trainer:
         configure_determinism(cfg.deterministic, self.device)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
 
+        # data first: a missing dataset path fails before a large model is built
+        self.streams: TaskStreams = build_task_streams(cfg, self.dist.rank, self.dist.world_size, datasets)
         if model_factory is None:
             from ait.model import build_task_solver
 
@@ -193,7 +195,6 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.use_amp = bool(cfg.optim.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.streams: TaskStreams = build_task_streams(cfg, self.dist.rank, self.dist.world_size, datasets)
         self.step = 0
         self.last_checkpoint: Path | None = None
 

@@ -1,0 +1,225 @@
+"""Command line: `ait train|eval|predict|demo|tokenizer train|configs|show-config` (also `python -m ait`).
+
+    ait train swinv2b_480reso_depthonly --cfg-options data.nyu_root=data/nyu_depth_v2 \\
+        model.task_heads.depth.vae_cfg.pretrained=vqvae_depth.safetensors
+    torchrun --nproc-per-node 8 -m ait train swinv2b_480reso_depthonly --cfg-options ...
+    ait eval swinv2b_480reso_depthonly --checkpoint work_dirs/.../iter_0025250.pt
+    ait predict --checkpoint run/checkpoints/iter_0000600.pt room.png --out predictions/
+    ait tokenizer train ait_depth_vqvae --cfg-options nyu_root=data/nyu_depth_v2 --out vqvae_depth
+    ait demo
+
+Bad input (unknown config or key, wrong value type, missing dataset/checkpoint/image, an undecodable image,
+a checkpoint of another config, a NaN loss) ends with one `ait: error: ...` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. optim.lr=1e-4 data.image_size=480,640 (the original's mmcv "
+        "spellings such as model.task_heads.depth.vae_cfg.pretrained=... are accepted)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ait", description="AiT (All in Tokens) task-solver: train, evaluate, predict, demo."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a task-solver config (runs under torchrun as well)")
+    p.add_argument("config", help="registered config name (see `ait configs`)")
+    _add_cfg_options(p)
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from CHECKPOINT, or from the newest checkpoint in work_dir when no path is given",
+    )
+    p.add_argument("--work-dir", help="shorthand for --cfg-options work_dir=...")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation at eval_interval / the end")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the config's held-out split")
+    p.add_argument("config")
+    p.add_argument("--checkpoint", required=True)
+    _add_cfg_options(p)
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--out", help="also write the metrics as JSON here")
+
+    p = sub.add_parser("predict", help="predict depth PNGs / instance overlays for image files")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
+    p.add_argument("--device", choices=("cpu", "cuda"))
+
+    p = sub.add_parser("demo", help="the end-to-end demo on synthetic rooms (tokenizers + joint solver)")
+    p.add_argument("--out", default="demo_output", help="output folder (default: demo_output/)")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (a smoke test, not meaningful)")
+    _add_cfg_options(p)
+
+    p = sub.add_parser("tokenizer", help="tokenizer (VQ-VAE) commands")
+    tok = p.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")
+    t = tok.add_parser("train", help="train a tokenizer config (ait_depth_vqvae, ait_insseg_vqvae, cpu_*)")
+    t.add_argument("config")
+    _add_cfg_options(t)
+    t.add_argument("--out", help="output folder (default: work_dirs/CONFIG)")
+
+    p = sub.add_parser("configs", help="list the registered configs")
+    p.add_argument("--kind", choices=("solver", "tokenizer"))
+
+    p = sub.add_parser("show-config", help="print a config (with overrides) as JSON")
+    p.add_argument("config")
+    _add_cfg_options(p)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def _solver_config(name: str, options: list[str]):
+    from ait.config import ConfigError, config_kind, create_config
+
+    if config_kind(name) != "solver":
+        raise ConfigError(f"{name!r} is a tokenizer config: use `ait tokenizer train {name}`")
+    return create_config(name, options)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ait.engine import Trainer, cleanup_distributed, init_distributed
+
+    options = list(args.cfg_options) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
+    cfg = _solver_config(args.config, options)
+    dist_info = init_distributed(args.device)
+    try:
+        if dist_info.is_main:
+            print(f"effective config ({cfg.name}):\n{cfg.to_json()}", flush=True)
+        trainer = Trainer(cfg, dist_info=dist_info, evaluate=not args.no_eval)
+        trainer.train(resume=args.resume)
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+def _print_metrics(cfg, metrics: dict) -> None:
+    from ait.evaluation import format_results_table
+
+    coco = metrics.get("insseg") or metrics.get("det")
+    print(format_results_table(metrics.get("depth"), coco, name=cfg.name))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ait.engine import cleanup_distributed, evaluate_solver, init_distributed
+    from ait.engine.inference import load_solver
+
+    cfg = _solver_config(args.config, args.cfg_options)
+    dist_info = init_distributed(args.device)
+    try:
+        solver, cfg = load_solver(args.checkpoint, cfg, device=dist_info.device)
+        metrics = evaluate_solver(cfg, solver, dist_info)
+        if dist_info.is_main:
+            _print_metrics(cfg, metrics)
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from ait.engine.inference import load_image, load_solver, predict_files
+
+    for image in args.images:  # fail on a missing/undecodable image before loading anything
+        load_image(image)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    solver, cfg = load_solver(args.checkpoint, device=device)
+    for path in predict_files(solver, cfg, args.images, args.out):
+        print(path)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ait.demo import run_demo
+
+    run_demo(out_dir=args.out, quick=args.quick, cfg_options=args.cfg_options)
+    return 0
+
+
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from ait.config import ConfigError, config_kind, create_config
+    from ait_tokenizer.train import train_tokenizer
+
+    if config_kind(args.config) != "tokenizer":
+        raise ConfigError(f"{args.config!r} is a task-solver config: use `ait train {args.config}`")
+    cfg = create_config(args.config, args.cfg_options)
+    print(f"effective tokenizer config ({args.config}):\n{json.dumps(cfg.to_dict(), indent=2)}", flush=True)
+    out = Path(args.out or f"work_dirs/{args.config}")
+    final = train_tokenizer(cfg, out)
+    print(f"tokenizer checkpoint: {final}")
+    return 0
+
+
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from ait.config import config_kind, describe_config, list_configs
+
+    names = list_configs(kind=args.kind)
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {config_kind(name):<9}  {describe_config(name)}")
+    return 0
+
+
+def _cmd_show_config(args: argparse.Namespace) -> int:
+    from ait.config import create_config
+
+    cfg = create_config(args.config, args.cfg_options)
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "predict": _cmd_predict,
+    "demo": _cmd_demo,
+    "configs": _cmd_configs,
+    "show-config": _cmd_show_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ait.engine.trainer import NonFiniteLossError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = _cmd_tokenizer_train if args.command == "tokenizer" else _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
+        # expected bad input: one clear line, no traceback (ConfigError is a ValueError)
+        print(f"ait: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ait: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
