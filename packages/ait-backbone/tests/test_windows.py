@@ -88,3 +88,13 @@ def test_padded_shift_never_lets_the_bottom_row_see_the_top_row():
 def test_block_keeps_timm_parameter_names():
     stock = SwinTransformerV2Block(dim=16, input_resolution=(8, 8), num_heads=2, window_size=4)
     assert list(make_block(4, 2).state_dict()) == list(stock.state_dict())
+
+
+def test_patch_merging_concatenates_in_the_original_order(make_tiny):
+    """Pretrained `downsample.reduction` weights only transfer if the 2x2 neighbours are stacked the same way:
+    the original concatenates x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]."""
+    merging = make_tiny().layers[1].downsample.double()
+    x = torch.randn(2, 6, 10, 32, dtype=torch.float64)
+    stacked = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+    expected = merging.norm(stacked @ merging.reduction.weight.T)
+    torch.testing.assert_close(merging(x), expected)
