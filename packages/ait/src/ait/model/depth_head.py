@@ -1,0 +1,107 @@
+"""Depth head: targets from the frozen depth tokenizer, CE + soft-token SILog, soft / hard decoding.
+
+The head owns no learnable weights (the decoder predicts the tokens); it owns the frozen tokenizer and the
+rules that turn depth maps into token sequences and logits back into depth maps (DESIGN §4 "Soft token").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ait.losses import silog_loss, token_cross_entropy
+from ait_decoder import VocabLayout
+from ait_decoder.sequences import depth_to_sequence, sequence_to_depth
+
+
+class DepthHead(nn.Module):
+    """Depth maps <-> depth token sequences for the task-solver.
+
+    `size` is the (H, W) the decoder's depth position table was built for; smaller inputs (e.g. 480x480 crops
+    in joint training on the 640x640 canvas) are zero-padded at the bottom/right (depth 0 = invalid), larger
+    ones are an error (evaluation slides windows of this size instead).
+    """
+
+    def __init__(
+        self,
+        tokenizer: nn.Module,
+        vocab: VocabLayout,
+        size: tuple[int, int],
+        tau: float = 0.8,
+        soft_token: bool = True,
+        aux_weight: float = 1.0,
+        silog_lambda: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if tokenizer.kind != "depth":
+            raise ValueError(f"the depth head needs a depth tokenizer, received kind {tokenizer.kind!r}")
+        if tokenizer.num_codes != vocab.num_depth_codes:
+            raise ValueError(
+                f"depth tokenizer has {tokenizer.num_codes} codes but the vocabulary reserves {vocab.num_depth_codes}"
+            )
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.size = (int(size[0]), int(size[1]))
+        self.grid = tokenizer.token_grid(*self.size)
+        self.length = self.grid[0] * self.grid[1]
+        self.tau = float(tau)
+        self.soft_token = bool(soft_token)
+        self.aux_weight = float(aux_weight)
+        self.silog_lambda = float(silog_lambda)
+
+    # ------------------------------------------------------------------------------------------ shapes
+    def pad(self, images: torch.Tensor, depth: torch.Tensor | None = None):
+        """Zero-pad (B,3,H,W) images (and (B,1,H,W) depth) at the bottom/right up to `size`."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), received {tuple(images.shape)}")
+        height, width = images.shape[-2:]
+        if height > self.size[0] or width > self.size[1]:
+            raise ValueError(
+                f"depth input {height}x{width} is larger than the model's depth size {self.size[0]}x{self.size[1]}; "
+                "evaluate larger images with sliding windows (ait.evaluation.predict_depth_tta)"
+            )
+        if depth is not None and depth.shape != (images.shape[0], 1, height, width):
+            raise ValueError(
+                f"expected depth of shape {(images.shape[0], 1, height, width)}, received {tuple(depth.shape)}"
+            )
+        padding = (0, self.size[1] - width, 0, self.size[0] - height)
+        if padding[1] or padding[3]:
+            images = F.pad(images, padding)
+            depth = None if depth is None else F.pad(depth, padding)
+        return images, depth
+
+    def code_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, T, V) vocabulary logits -> (B, T, K) logits of the depth codebook slice."""
+        start, stop = self.vocab.depth_codes
+        return logits[..., start:stop]
+
+    # ----------------------------------------------------------------------------------------- training
+    @torch.no_grad()
+    def targets(self, depth: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) ground truth (0 = invalid, encoded as is: the tokenizer learnt to fill holes) -> ids (B,T)."""
+        codes = self.tokenizer.encode(depth.float())
+        return depth_to_sequence(codes, self.vocab)
+
+    def loss(
+        self, logits: torch.Tensor, target_ids: torch.Tensor, depth: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """CE summed over tokens + the token count, and the soft-token SILog (0 in the w/o-soft ablation)."""
+        ce_sum, count = token_cross_entropy(logits, target_ids)
+        if self.soft_token and self.aux_weight > 0:
+            pred = self.tokenizer.decode_soft(self.code_logits(logits), self.tau, grid=self.grid)
+            silog = silog_loss(pred, depth, lam=self.silog_lambda)
+        else:
+            silog = torch.zeros((), device=logits.device)
+        return {"ce_sum": ce_sum, "count": count, "silog": silog}
+
+    # ---------------------------------------------------------------------------------------- inference
+    def decode(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Decoded (B, T) ids / (B, T, V) logits -> depth (B, 1, H, W) at `size`.
+
+        Soft token: the tau-weighted mixture of codebook vectors, decoded; w/o soft token: the ids as sampled
+        (argmax under greedy decoding).
+        """
+        if self.soft_token:
+            return self.tokenizer.decode_soft(self.code_logits(logits).float(), self.tau, grid=self.grid)
+        return self.tokenizer.decode(sequence_to_depth(ids, self.vocab, self.grid))

@@ -1,0 +1,326 @@
+"""The task-solver: backbone + AiT decoder + task heads with frozen tokenizers (DESIGN §4 "Task-solver").
+
+`build_task_solver(cfg)` assembles it from a `Config`; `TaskSolver.training_step(batch)` (also its
+`forward`, so DistributedDataParallel sees the call) returns the loss to backpropagate and float parts;
+`predict_depth` / `predict_instances` run inference.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from ait.config.schema import Config, ModelConfig, TokenizerRef
+from ait.losses import token_normaliser
+from ait.model.depth_head import DepthHead
+from ait.model.instance_head import InstanceHead
+from ait_backbone import create_backbone, load_backbone_checkpoint
+from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout
+from ait_tokenizer import create_tokenizer, load_tokenizer
+
+TASKS = ("depth", "insseg", "det")
+
+
+class TaskSolver(nn.Module):
+    """One backbone and decoder shared by the configured tasks; tokenizers frozen (no grad, eval mode)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        backbone: nn.Module,
+        decoder: AiTDecoder,
+        vocab: VocabLayout,
+        depth_head: DepthHead | None = None,
+        instance_head: InstanceHead | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.decoder = decoder
+        self.vocab = vocab
+        self.depth_head = depth_head
+        self.instance_head = instance_head
+        self.tasks = tuple(cfg.model.tasks)
+        for head in (depth_head, instance_head):
+            tokenizer = getattr(head, "tokenizer", None)
+            if tokenizer is not None:
+                tokenizer.requires_grad_(False)
+                tokenizer.eval()
+
+    # --------------------------------------------------------------------------------------- structure
+    def train(self, mode: bool = True) -> TaskSolver:
+        """Train/eval the solver; the frozen tokenizers stay in eval mode (no EMA updates, no augmentation)."""
+        super().train(mode)
+        for tokenizer in self.tokenizers():
+            tokenizer.eval()
+        return self
+
+    def tokenizers(self) -> list[nn.Module]:
+        heads = (self.depth_head, self.instance_head)
+        return [h.tokenizer for h in heads if h is not None and getattr(h, "tokenizer", None) is not None]
+
+    def trainable_named_parameters(self):
+        """(name, parameter) pairs that the optimiser should update (the tokenizers are excluded)."""
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def encode_images(self, images: torch.Tensor):
+        """(B, 3, H, W) -> the decoder's memory (neck output) for that batch."""
+        return self.decoder.encode(self.backbone(images))
+
+    # ----------------------------------------------------------------------------------------- training
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        return self.training_step(batch, generator)
+
+    def training_step(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """batch: {task: collated batch}; returns {"loss": tensor} plus float parts per task.
+
+        Each task's loss = (weighted CE sum [+ weighted mask aux sum]) / supervised-token count (the count
+        averaged over ranks, at least 1) [+ depth: aux_weight x SILog]; tasks are weighted and summed.
+        Random choices of the instance sequences (padding, jitter, class corruption) use `generator`, or the
+        global torch RNG when None (checkpointed with the engine's RNG state).
+        """
+        unknown = set(batch) - set(self.tasks)
+        if unknown or not batch:
+            raise ValueError(
+                f"batch tasks must be a non-empty subset of {self.tasks}, received {sorted(batch)}"
+            )
+        loss_cfg = self.cfg.loss
+        total = None
+        parts: dict[str, float] = {}
+        if "depth" in batch:
+            depth_loss = self._depth_loss(batch["depth"], parts)
+            total = loss_cfg.depth_task_weight * depth_loss
+        for task in ("insseg", "det"):
+            if task in batch:
+                task_loss = self._instance_loss(task, batch[task], parts, generator)
+                weighted = loss_cfg.insseg_task_weight * task_loss
+                total = weighted if total is None else total + weighted
+        parts_out = {"loss": total, **parts}
+        parts_out["total"] = float(total.detach())
+        return parts_out
+
+    def _depth_loss(self, depth_batch: dict, parts: dict) -> torch.Tensor:
+        head = self.depth_head
+        images, depth = head.pad(depth_batch["image"], depth_batch["depth"])
+        target_ids = head.targets(depth)
+        memory = self.encode_images(images)
+        if self.cfg.model.parallel:
+            logits = self.decoder(memory, None, "depth", parallel=True, length=head.length)
+        else:
+            logits = self.decoder(memory, target_ids, "depth")
+        terms = head.loss(logits, target_ids, depth)
+        ce = terms["ce_sum"] / token_normaliser(terms["count"])
+        loss = ce + head.aux_weight * terms["silog"] if head.soft_token else ce
+        parts.update(
+            depth_ce=float(ce.detach()),
+            depth_silog=float(terms["silog"].detach()),
+            depth_loss=float(loss.detach()),
+            depth_tokens=float(terms["count"]),
+        )
+        return loss
+
+    def _instance_loss(self, task: str, inst_batch: dict, parts: dict, generator) -> torch.Tensor:
+        head = self.instance_head
+        if head is None or head.task != task:
+            raise ValueError(f"this solver has no {task!r} head (tasks {self.tasks})")
+        targets = head.build_targets(inst_batch, generator)
+        memory = self.encode_images(inst_batch["image"])
+        if self.cfg.model.parallel:
+            logits = self.decoder(memory, None, task, parallel=True, length=head.length)
+        else:
+            logits = self.decoder(memory, targets["input_ids"], task)
+        terms = head.loss(logits, targets)
+        normaliser = token_normaliser(terms["count"])
+        ce = terms["ce_sum"] / normaliser
+        aux = terms["aux_sum"] / normaliser
+        loss = ce + aux
+        parts[f"{task}_ce"] = float(ce.detach())
+        if task == "insseg":
+            parts["insseg_mask_aux"] = float(aux.detach())
+            parts["insseg_objects"] = float(len(targets["real_index"]))
+        parts[f"{task}_loss"] = float(loss.detach())
+        parts[f"{task}_tokens"] = float(terms["count"])
+        return loss
+
+    # ---------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict_depth(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) with H, W <= depth_size -> depth (B, 1, H, W) in metres (call `.eval()` first).
+
+        AiT: greedy autoregressive decoding (soft next-token input when soft_input); AiT-P: one masked pass.
+        The output is the soft mixture decoded with tau (w/o soft token: the argmax codes decoded).
+        """
+        head = self._require_head("depth")
+        height, width = images.shape[-2:]
+        padded, _ = head.pad(images)
+        memory = self.encode_images(padded)
+        model = self.cfg.model
+        soft_input = model.soft_input and model.soft_token and not model.parallel
+        out = self.decoder.generate(
+            memory,
+            "depth",
+            head.length,
+            allowed=self.vocab.allowed_ranges("depth", head.length).to(images.device),
+            strategy="greedy",
+            soft_positions=torch.ones(head.length, dtype=torch.bool, device=images.device)
+            if soft_input
+            else None,
+            parallel=model.parallel,
+        )
+        return head.decode(out.ids, out.logits)[..., :height, :width]
+
+    @torch.no_grad()
+    def predict_instances(
+        self,
+        images: torch.Tensor,
+        scale=1.0,
+        orig_size=None,
+        generator: torch.Generator | None = None,
+    ) -> list[dict]:
+        """(B, 3, canvas, canvas) -> per image {"boxes" (N,4) xyxy original pixels, "labels", "scores",
+        "masks" bool (N, H, W) (insseg only)}; always max_objects objects, nucleus sampling with top_p.
+
+        scale: the resize factor from the original image to the canvas (one or per image); orig_size: the
+        original (H, W) (one or per image; default canvas / scale).
+        """
+        task = "insseg" if "insseg" in self.tasks else "det"
+        head = self._require_head(task)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), received {tuple(images.shape)}")
+        memory = self.encode_images(images)
+        model = self.cfg.model
+        soft_input = task == "insseg" and model.soft_input and model.soft_token and not model.parallel
+        out = self.decoder.generate(
+            memory,
+            task,
+            head.length,
+            allowed=self.vocab.allowed_ranges(task, head.length).to(images.device),
+            strategy="top_p",
+            top_p=model.top_p,
+            soft_positions=head.soft_positions().to(images.device) if soft_input else None,
+            generator=generator,
+            parallel=model.parallel,
+        )
+        return head.parse(out.ids, out.logits, scale=scale, orig_size=orig_size)
+
+    def _require_head(self, task: str):
+        head = self.depth_head if task == "depth" else self.instance_head
+        if head is None or (task != "depth" and head.task != task):
+            raise ValueError(f"this solver was built without the {task!r} task (tasks {self.tasks})")
+        return head
+
+
+# ------------------------------------------------------------------------------------------------ build
+def build_vocab(model: ModelConfig, depth_codes: int = 128, mask_codes: int = 128, tokens_per_mask: int = 16):
+    """The paper's layout when num_bins == 2000 (2467 ids with instance tasks, else 2339), else a small one."""
+    if model.num_bins == 2000:
+        return VocabLayout.paper(instance="insseg" in model.tasks)
+    return VocabLayout(
+        num_bins=model.num_bins,
+        num_classes=model.num_classes,
+        mask_codes=mask_codes,
+        depth_codes=depth_codes,
+        reserved=model.reserved_tokens,
+        tokens_per_mask=tokens_per_mask,
+    )
+
+
+def load_frozen_tokenizer(ref: TokenizerRef | None, kind: str) -> nn.Module:
+    """Load a trained tokenizer checkpoint (its preset checked), or an untrained preset with a warning."""
+    if ref is None:
+        raise ValueError(f"the config's tasks need a {kind} tokenizer: set model.{kind}_tokenizer")
+    if ref.checkpoint is None:
+        warnings.warn(
+            f"model.{kind}_tokenizer has no checkpoint: using an UNTRAINED {ref.preset!r} tokenizer "
+            "(fine for tests, meaningless for training)",
+            stacklevel=3,
+        )
+        tokenizer = create_tokenizer(ref.preset)
+    else:
+        tokenizer = load_tokenizer(ref.checkpoint, expected_preset=ref.preset)
+    if tokenizer.kind != kind:
+        raise ValueError(
+            f"model.{kind}_tokenizer must be a {kind} tokenizer, received kind {tokenizer.kind!r}"
+        )
+    return tokenizer.requires_grad_(False).eval()
+
+
+def build_task_solver(cfg: Config) -> TaskSolver:
+    """Backbone (+ optional checkpoint) + AiT decoder + heads for cfg.model.tasks, with frozen tokenizers."""
+    model = cfg.model
+    tasks = tuple(model.tasks)
+    if not tasks or set(tasks) - set(TASKS) or ("insseg" in tasks and "det" in tasks):
+        raise ValueError(
+            f"model.tasks must be a non-empty subset of {TASKS} without both 'insseg' and 'det', received {tasks}"
+        )
+    depth_tok = load_frozen_tokenizer(model.depth_tokenizer, "depth") if "depth" in tasks else None
+    mask_tok = load_frozen_tokenizer(model.mask_tokenizer, "mask") if "insseg" in tasks else None
+    tokens_per_mask = 16
+    if mask_tok is not None:
+        grid = mask_tok.token_grid(*mask_tok.config.input_size)
+        tokens_per_mask = grid[0] * grid[1]
+    vocab = build_vocab(
+        model,
+        depth_codes=depth_tok.num_codes if depth_tok is not None else 128,
+        mask_codes=mask_tok.num_codes if mask_tok is not None else 128,
+        tokens_per_mask=tokens_per_mask,
+    )
+
+    backbone = create_backbone(
+        model.backbone, drop_path_rate=model.backbone_drop_path, **model.backbone_overrides
+    )
+    if model.backbone_checkpoint:
+        report = load_backbone_checkpoint(backbone, model.backbone_checkpoint)
+        if getattr(report, "missing", None):
+            warnings.warn(f"backbone checkpoint is missing {len(report.missing)} tensors", stacklevel=2)
+
+    depth_head = None
+    if depth_tok is not None:
+        depth_head = DepthHead(
+            depth_tok,
+            vocab,
+            size=model.depth_size,
+            tau=model.tau_depth,
+            soft_token=model.soft_token,
+            aux_weight=cfg.loss.depth_aux_weight,
+            silog_lambda=cfg.loss.silog_lambda,
+        )
+    instance_head = None
+    instance_task = next((t for t in tasks if t in ("insseg", "det")), None)
+    if instance_task is not None:
+        instance_head = InstanceHead(
+            instance_task,
+            vocab,
+            mask_tok,
+            max_objects=model.max_objects,
+            canvas=model.canvas,
+            tau=model.tau_mask,
+            soft_token=model.soft_token,
+            box_weight=cfg.loss.box_weight,
+            class_weight=cfg.loss.class_weight,
+            mask_weight=cfg.loss.mask_weight,
+            mask_aux_weight=cfg.loss.mask_aux_weight,
+        )
+
+    lengths = {}
+    if depth_head is not None:
+        lengths["depth"] = depth_head.length
+    if instance_head is not None:
+        lengths[instance_task] = instance_head.length
+    decoder = AiTDecoder(
+        DecoderConfig(
+            in_channels=backbone.out_channels,
+            vocab_size=vocab.size,
+            tasks=lengths,
+            d_model=model.d_model,
+            nhead=model.nhead,
+            num_encoder_layers=model.num_encoder_layers,
+            num_decoder_layers=model.num_decoder_layers,
+            dim_feedforward=model.dim_feedforward,
+            dropout=model.dropout,
+            drop_path=model.drop_path,
+        )
+    )
+    return TaskSolver(cfg, backbone, decoder, vocab, depth_head=depth_head, instance_head=instance_head)

@@ -1,0 +1,337 @@
+"""The task-solver on tiny CPU shapes: losses, gradients, targets, joint normalisation, inference."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import pytest
+import torch
+
+from ait.config.schema import Config, LossConfig, ModelConfig, TokenizerRef
+from ait.losses import mask_aux_loss, silog_loss
+from ait.model import build_task_solver, crop_masks, paste_masks
+
+SIZE = 32  # images and canvas; depth-small turns 32x32 into 4x4 = 16 tokens
+
+
+def tiny_config(tasks=("depth", "insseg"), loss: LossConfig | None = None, **model_overrides) -> Config:
+    model = ModelConfig(
+        backbone="swinv2-tiny-cpu",
+        backbone_drop_path=0.0,
+        d_model=32,
+        nhead=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dim_feedforward=64,
+        dropout=0.0,
+        drop_path=0.0,
+        num_bins=SIZE,
+        num_classes=5,
+        tasks=tuple(tasks),
+        tau_depth=0.8,
+        tau_mask=1.0,
+        max_objects=3,
+        canvas=SIZE,
+        depth_size=(SIZE, SIZE),
+        depth_tokenizer=TokenizerRef("depth-small"),
+        mask_tokenizer=TokenizerRef("mask-small"),
+    )
+    return Config(model=dataclasses.replace(model, **model_overrides), loss=loss or LossConfig())
+
+
+def build(cfg: Config, seed: int = 0):
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # untrained tokenizer presets: expected in tests
+        return build_task_solver(cfg)
+
+
+def depth_batch(batch: int = 2, seed: int = 0, size: int = SIZE) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    depth = torch.rand(batch, 1, size, size, generator=gen) * 4 + 0.5
+    depth[torch.rand(depth.shape, generator=gen) < 0.2] = 0.0  # sensor holes
+    return {"image": torch.rand(batch, 3, size, size, generator=gen), "depth": depth}
+
+
+def instance_batch(objects=(2, 1), seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    boxes, labels, masks = [], [], []
+    for count in objects:
+        xy = torch.randint(0, SIZE // 2, (count, 2), generator=gen).float()
+        wh = torch.randint(4, SIZE // 2, (count, 2), generator=gen).float()
+        image_boxes = torch.cat([xy, xy + wh], 1)
+        image_masks = torch.zeros(count, SIZE, SIZE, dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(image_boxes.long().tolist()):
+            image_masks[i, y1:y2, x1 : (x1 + x2) // 2 + 1] = 1  # the left half of the box
+        boxes.append(image_boxes)
+        labels.append(torch.randint(0, 5, (count,), generator=gen))
+        masks.append(image_masks)
+    return {
+        "image": torch.randn(len(objects), 3, SIZE, SIZE, generator=gen),
+        "boxes": boxes,
+        "labels": labels,
+        "masks": masks,
+    }
+
+
+@pytest.fixture(scope="module")
+def joint_solver():
+    return build(tiny_config())
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_joint_loss_is_finite_and_reaches_backbone_and_decoder_not_tokenizers(joint_solver):
+    solver = joint_solver.train()
+    solver.zero_grad()
+    out = solver.training_step(
+        {"depth": depth_batch(), "insseg": instance_batch()}, torch.Generator().manual_seed(1)
+    )
+    assert torch.isfinite(out["loss"]) and out["loss"].dim() == 0
+    for key in ("depth_ce", "depth_silog", "insseg_ce", "insseg_mask_aux", "depth_tokens", "insseg_tokens"):
+        assert isinstance(out[key], float) and math.isfinite(out[key]), key
+    assert out["depth_tokens"] == 2 * 16
+    assert out["depth_silog"] > 0 and out["insseg_mask_aux"] > 0
+    out["loss"].backward()
+    backbone_grads = [p.grad for p in solver.backbone.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in backbone_grads)
+    assert solver.decoder.token_embed.weight.grad.abs().sum() > 0
+    for tokenizer in solver.tokenizers():
+        assert not tokenizer.training
+        assert all(not p.requires_grad and p.grad is None for p in tokenizer.parameters())
+    trainable = {n for n, _ in solver.trainable_named_parameters()}
+    assert trainable and not any(".tokenizer." in n for n in trainable)
+
+
+def test_depth_loss_is_ce_plus_soft_silog():
+    solver = build(tiny_config(tasks=("depth",), loss=LossConfig(depth_aux_weight=0.7))).train()
+    batch = depth_batch()
+    out = solver.training_step({"depth": batch})
+    head = solver.depth_head
+    # Recompute from the pieces: mean CE over the 2 x 16 tokens + 0.7 x SILog of the soft-decoded map.
+    with torch.no_grad():
+        targets = head.targets(batch["depth"])
+        logits = solver.decoder(solver.encode_images(batch["image"]), targets, "depth")
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).double(), targets.flatten())
+        soft = head.tokenizer.decode_soft(logits[..., slice(*solver.vocab.depth_codes)], 0.8)
+        silog = silog_loss(soft, batch["depth"])
+    assert out["depth_ce"] == pytest.approx(ce.item(), rel=1e-5)
+    assert out["depth_silog"] == pytest.approx(silog.item(), rel=1e-4)
+    assert out["loss"].item() == pytest.approx(ce.item() + 0.7 * silog.item(), rel=1e-5)
+
+
+def test_without_soft_token_there_is_no_auxiliary_loss():
+    solver = build(tiny_config(soft_token=False)).train()
+    out = solver.training_step(
+        {"depth": depth_batch(), "insseg": instance_batch()}, torch.Generator().manual_seed(0)
+    )
+    assert out["depth_silog"] == 0.0 and out["insseg_mask_aux"] == 0.0
+    assert out["loss"].item() == pytest.approx(out["depth_ce"] + out["insseg_ce"], rel=1e-6)
+
+
+def test_joint_loss_normalises_each_task_by_its_token_count(joint_solver):
+    solver = joint_solver.train()
+    solver.cfg.loss = LossConfig(depth_task_weight=0.2)
+    try:
+        depth, inst = depth_batch(), instance_batch()
+        joint = solver.training_step({"depth": depth, "insseg": inst}, torch.Generator().manual_seed(3))
+        alone_depth = solver.training_step({"depth": depth})
+        alone_inst = solver.training_step({"insseg": inst}, torch.Generator().manual_seed(3))
+    finally:
+        solver.cfg.loss = LossConfig()
+    # Each task's loss does not depend on the other task's presence; the joint loss weighs depth by 0.2.
+    assert joint["depth_loss"] == pytest.approx(alone_depth["depth_loss"], rel=1e-6)
+    assert joint["insseg_loss"] == pytest.approx(alone_inst["insseg_loss"], rel=1e-6)
+    assert joint["loss"].item() == pytest.approx(0.2 * joint["depth_loss"] + joint["insseg_loss"], rel=1e-5)
+    # The instance CE is the weighted CE sum over its supervised tokens divided by their count.
+    head = solver.instance_head
+    targets = head.build_targets(inst, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = solver.decoder(solver.encode_images(inst["image"]), targets["input_ids"], "insseg")
+    ce = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).double(), targets["target_ids"].flatten(), reduction="none"
+    )
+    weights = targets["weights"].flatten().double()
+    count = int((weights > 0).sum())
+    assert alone_inst["insseg_tokens"] == count
+    assert alone_inst["insseg_ce"] == pytest.approx((ce * weights).sum().item() / count, rel=1e-5)
+    # Mask aux: each supervised mask token of a real object carries 5.0 x 0.2 x (Dice + MSE) of its object.
+    index = targets["real_index"]
+    code_logits = head.mask_code_logits(logits)[index[:, 0], index[:, 1]]
+    with torch.no_grad():
+        per_object = mask_aux_loss(head.tokenizer.decode_soft(code_logits, 1.0), targets["real_crops"])
+    expected_aux = 5.0 * 0.2 * 16 * per_object.double().sum().item() / count
+    assert alone_inst["insseg_mask_aux"] == pytest.approx(expected_aux, rel=1e-4)
+
+
+def test_instance_targets_any_batch_size_and_box_filling_mask_gives_all_ones(joint_solver):
+    head = joint_solver.instance_head
+    batch = instance_batch(objects=(1, 0, 2))
+    # First image: the object's mask covers its whole box, so every roi_align sample is 1.
+    batch["boxes"][0] = torch.tensor([[5.0, 7.0, 21.0, 30.0]])
+    batch["masks"][0] = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
+    batch["masks"][0][0, 4:, 3:24] = 1
+    targets = head.build_targets(batch, torch.Generator().manual_seed(0))
+    assert targets["input_ids"].shape == targets["target_ids"].shape == (3, 3 * 21)
+    assert sorted(targets["real_index"][:, 0].tolist()) == [0, 2, 2]  # one row per real object
+    first = (targets["real_index"][:, 0] == 0).nonzero()[0, 0]
+    crop = targets["real_crops"][first]
+    assert crop.shape == (1, 64, 64) and bool((crop == 1).all())
+    # ...and its mask tokens are the codes of that all-ones crop.
+    slot = int(targets["real_index"][first, 1])
+    expected = head.tokenizer.encode(torch.ones(1, 1, 64, 64)).flatten()
+    got = targets["target_ids"][0].view(3, 21)[slot, 5:] - joint_solver.vocab.mask_codes[0]
+    assert torch.equal(got, expected)
+    # Masks on the left part of their boxes give crops on at the left, off at the right (away from the
+    # upsampled corners, which interpolate with the outside).
+    other = targets["real_crops"][targets["real_index"][:, 0] == 2]
+    assert bool((other[:, :, 16:48, 12:28] == 1).all()) and bool((other[:, :, :, 56:] == 0).all())
+
+
+def test_crop_masks_of_a_mask_exactly_filling_its_box():
+    masks = torch.zeros(1, 160, 160)
+    masks[0, 10:138, 20:148] = 1  # a 128 x 128 box, exactly the mask
+    rois = torch.tensor([[0.0, 20.0, 10.0, 148.0, 138.0]])
+    assert bool((crop_masks(masks, rois, (64, 64)) == 1).all())
+    # Upsampling a small box: the outer samples of the crop interpolate with the outside. The edges stay
+    # on (weight 0.625 >= 0.5) and only the 4 corners (0.625^2 < 0.5) drop, as in the original's targets.
+    small = torch.zeros(1, 32, 32)
+    small[0, 8:24, 8:24] = 1
+    crop = crop_masks(small, torch.tensor([[0.0, 8.0, 8.0, 24.0, 24.0]]), (64, 64))[0, 0]
+    assert int(crop.sum()) == 64 * 64 - 4 and crop[0, 0] == 0 and crop[0, 1] == 1
+
+
+def test_seeded_training_steps_are_identical():
+    losses = []
+    for _ in range(2):
+        solver = build(tiny_config(), seed=5).train()
+        out = solver.training_step(
+            {"depth": depth_batch(), "insseg": instance_batch()}, torch.Generator().manual_seed(2)
+        )
+        losses.append(out["loss"].item())
+    assert losses[0] == losses[1]
+
+
+def test_joint_depth_images_are_padded_to_the_depth_size(joint_solver):
+    out = joint_solver.train().training_step({"depth": depth_batch(size=16)})
+    assert out["depth_tokens"] == 2 * 16 and math.isfinite(out["depth_loss"])
+    with pytest.raises(ValueError, match="larger than the model's depth size"):
+        joint_solver.training_step({"depth": depth_batch(size=64)})
+
+
+def test_bad_batches_are_clear_errors(joint_solver):
+    with pytest.raises(ValueError, match="subset"):
+        joint_solver.training_step({"det": instance_batch()})
+    bad = instance_batch()
+    bad["masks"][0] = bad["masks"][0][:1]
+    with pytest.raises(ValueError, match="masks"):
+        joint_solver.training_step({"insseg": bad})
+    with pytest.raises(ValueError, match="tasks"):
+        build_task_solver(tiny_config(tasks=("insseg", "det")))
+
+
+# ------------------------------------------------------------------------------------------ inference
+def test_predict_shapes(joint_solver):
+    solver = joint_solver.eval()
+    depth = solver.predict_depth(torch.rand(2, 3, SIZE, SIZE))
+    assert depth.shape == (2, 1, SIZE, SIZE) and torch.isfinite(depth).all()
+    assert solver.predict_depth(torch.rand(1, 3, 16, 24)).shape == (1, 1, 16, 24)  # padded, cropped back
+    results = solver.predict_instances(
+        torch.randn(2, 3, SIZE, SIZE),
+        scale=[0.5, 1.0],
+        orig_size=[(64, 60), (32, 32)],
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(results) == 2
+    for result, (height, width) in zip(results, [(64, 60), (32, 32)]):
+        assert (
+            result["boxes"].shape == (3, 4)
+            and result["labels"].shape == (3,)
+            and result["scores"].shape == (3,)
+        )
+        assert result["masks"].shape == (3, height, width) and result["masks"].dtype == torch.bool
+        assert (result["boxes"][:, 2] <= width).all() and (result["boxes"][:, 3] <= height).all()
+        assert ((result["labels"] >= 0) & (result["labels"] < 5)).all()
+        assert ((result["scores"] > 0) & (result["scores"] < 1)).all()
+
+
+def test_detection_only_has_no_mask_tokens():
+    solver = build(tiny_config(tasks=("det",))).train()
+    out = solver.training_step({"det": instance_batch()}, torch.Generator().manual_seed(0))
+    assert math.isfinite(out["loss"].item()) and "insseg_mask_aux" not in out
+    assert solver.instance_head.length == 3 * 5
+    results = solver.eval().predict_instances(
+        torch.randn(1, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(0)
+    )
+    assert results[0]["boxes"].shape == (3, 4) and "masks" not in results[0]
+
+
+def test_ait_p_predicts_its_one_pass_definition():
+    solver = build(tiny_config(tasks=("depth",), parallel=True)).eval()
+    images = torch.rand(2, 3, SIZE, SIZE)
+    got = solver.predict_depth(images)
+    with torch.no_grad():
+        logits = solver.decoder(solver.encode_images(images), None, "depth", parallel=True, length=16)
+        expected = solver.depth_head.tokenizer.decode_soft(logits[..., slice(*solver.vocab.depth_codes)], 0.8)
+    torch.testing.assert_close(got, expected)
+    out = solver.train().training_step({"depth": depth_batch()})
+    assert math.isfinite(out["loss"].item())
+
+
+def test_without_soft_token_depth_decodes_the_argmax_codes():
+    solver = build(tiny_config(tasks=("depth",), soft_token=False, parallel=True)).eval()
+    images = torch.rand(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        logits = solver.decoder(solver.encode_images(images), None, "depth", parallel=True, length=16)
+        codes = logits[..., slice(*solver.vocab.depth_codes)].argmax(-1).view(1, 4, 4)
+        expected = solver.depth_head.tokenizer.decode(codes)
+    torch.testing.assert_close(solver.predict_depth(images), expected)
+
+
+def test_paste_masks_fills_exactly_the_box():
+    masks = torch.ones(2, 1, 8, 8)
+    boxes = torch.tensor([[2.0, 3.0, 6.0, 9.0], [0.0, 0.0, 10.0, 10.0]])
+    pasted = paste_masks(masks, boxes, 10, 10)
+    expected = torch.zeros(10, 10, dtype=torch.bool)
+    expected[3:9, 2:6] = True
+    assert torch.equal(pasted[0], expected) and bool(pasted[1].all())
+    half = torch.zeros(1, 1, 8, 8)
+    half[..., :4] = 1  # left half of the crop -> left half of the box
+    assert torch.equal(paste_masks(half, boxes[1:], 10, 10)[0].any(0), torch.arange(10) < 5)
+
+
+def test_more_objects_than_slots_keeps_a_random_subset(joint_solver):
+    batch = instance_batch(objects=(5, 3))
+    targets = joint_solver.instance_head.build_targets(batch, torch.Generator().manual_seed(0))
+    assert targets["input_ids"].shape == (2, 3 * 21)
+    assert sorted(targets["real_index"][:, 0].tolist()) == [0, 0, 0, 1, 1, 1]
+    out = joint_solver.train().training_step({"insseg": batch}, torch.Generator().manual_seed(0))
+    assert math.isfinite(out["loss"].item())
+
+
+def test_vectorised_parse_agrees_with_the_decoder_parser(joint_solver):
+    from ait_decoder.sequences import parse_instances
+
+    solver = joint_solver.eval()
+    with torch.no_grad():
+        memory = solver.encode_images(torch.randn(2, 3, SIZE, SIZE))
+        length = solver.instance_head.length
+        out = solver.decoder.generate(
+            memory,
+            "insseg",
+            length,
+            allowed=solver.vocab.allowed_ranges("insseg", length),
+            strategy="top_p",
+            generator=torch.Generator().manual_seed(0),
+        )
+    ours = solver.instance_head.parse(out.ids, out.logits, scale=1.0, orig_size=(SIZE, SIZE))
+    for b in range(2):
+        ref = parse_instances(out.ids[b], out.logits[b], solver.vocab, SIZE)
+        boxes = ref["boxes"]
+        ordered = torch.cat(
+            [torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], 1
+        )
+        torch.testing.assert_close(ours[b]["boxes"], ordered)
+        assert torch.equal(ours[b]["labels"], ref["labels"])
+        torch.testing.assert_close(ours[b]["scores"], ref["scores"])
