@@ -1,0 +1,41 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ait_tokenizer import create_tokenizer, save_tokenizer
+from ait_tokenizer.evaluate import evaluate_nyu, evaluate_synthetic, main
+
+DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+NYU = DATA / "nyu_sample"
+TINYCOCO = DATA / "coco_sample" / "annotations" / "instances_train2017_tinycoco6.json"
+
+
+def test_synthetic_scores_against_the_complete_depth():
+    torch.manual_seed(0)
+    scores = evaluate_synthetic(create_tokenizer("depth-small"), maps=3)
+    assert scores["maps"] == 3 and 0 < scores["hole_fraction"] < 1
+    for key in ("rmse_complete", "rmse_holes", "rmse_valid", "perplexity"):
+        assert math.isfinite(scores[key]) and scores[key] >= 0, key
+    assert 0 < scores["codes_used"] <= 1
+
+
+@pytest.mark.skipif(not NYU.is_dir(), reason=f"real NYU sample not present at {NYU}")
+def test_real_nyu_sample_runs_fully_convolutionally():
+    torch.manual_seed(0)
+    scores = evaluate_nyu(create_tokenizer("depth-small"), NYU, height=64)
+    assert len(scores["maps"]) == 9
+    assert scores["tokenizer_size"] == [64, 88]  # Eigen crop 426x560 shrunk, width a multiple of 8
+    assert math.isfinite(scores["rmse_full_resolution"]) and scores["rmse_full_resolution"] > 0
+
+
+@pytest.mark.skipif(not TINYCOCO.is_file(), reason=f"real COCO sample not present at {TINYCOCO}")
+def test_real_coco_instance_crops(tmp_path):
+    torch.manual_seed(0)
+    path = save_tokenizer(create_tokenizer("mask-small"), tmp_path / "mask.safetensors")
+    scores = main(["coco", "--checkpoint", str(path), "--ann-file", str(TINYCOCO)])
+    assert scores["masks"] > 100  # 136 annotations, one crowd, a few tiny boxes skipped
+    assert 0 <= scores["mean_iou"] <= 1 and 0 <= scores["mean_boundary_iou"] <= 1
+    assert json.dumps(scores)
