@@ -16,6 +16,9 @@ usual x right, y down, z forward, and depth is the z coordinate in the camera fr
 
 from __future__ import annotations
 
+import bisect
+import colorsys
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -93,10 +96,11 @@ class Sphere:
         return self.center - self.radius, self.center + self.radius
 
     def intersect(self, o, dx, dy, dz):
-        oc = o - self.center
+        # Python floats keep the float32 ray arrays float32 (numpy float64 scalars would promote them).
+        oc = (o - self.center).tolist()
         b = dx * oc[0] + dy * oc[1] + dz * oc[2]
         a = dx * dx + dy * dy + dz * dz
-        disc = b * b - a * (oc @ oc - self.radius**2)
+        disc = b * b - a * float(sum(v * v for v in oc) - self.radius**2)
         t = (-b - np.sqrt(np.maximum(disc, 0))) / a
         t[(disc <= 0) | (t <= 0)] = np.inf
         return t, None
@@ -125,15 +129,15 @@ class Box:
         return self.center - extent, self.center + extent
 
     def intersect(self, o, dx, dy, dz):
-        ol = self.axes @ (o - self.center)
+        ol = (self.axes @ (o - self.center)).tolist()
+        half = self.half.tolist()
         t_near = t_far = face = None
-        for k in range(3):
-            ax = self.axes[k]
+        for k, ax in enumerate(self.axes.tolist()):
             d = dx * ax[0] + dy * ax[1] + dz * ax[2]
             d[np.abs(d) < 1e-12] = 1e-12
             inv = 1.0 / d
-            t1 = (-self.half[k] - ol[k]) * inv
-            t2 = (self.half[k] - ol[k]) * inv
+            t1 = (-half[k] - ol[k]) * inv
+            t2 = (half[k] - ol[k]) * inv
             lo = np.minimum(t1, t2)
             hi = np.maximum(t1, t2)
             code = 2 * k + (d > 0)
@@ -167,6 +171,7 @@ class Cylinder:
         return np.array([self.x - r, self.y0, self.z - r]), np.array([self.x + r, self.y1, self.z + r])
 
     def intersect(self, o, dx, dy, dz):
+        o = [float(v) for v in o]
         ox, oz = o[0] - self.x, o[2] - self.z
         a = dx * dx + dz * dz
         b = dx * ox + dz * oz
@@ -213,19 +218,20 @@ class SceneObject:
 
 
 def _random_color(rng: np.random.Generator, dark: bool = False) -> np.ndarray:
-    hue = rng.random()
-    sat = rng.uniform(0.15, 0.8)
-    val = rng.uniform(0.02, 0.08) if dark else rng.uniform(0.35, 0.95)
-    # HSV -> RGB
-    k = (np.array([5.0, 3.0, 1.0]) + hue * 6) % 6
-    return (val - val * sat * np.clip(np.minimum(k, 4 - k), 0, 1)).astype(np.float32)
+    hue, sat, val = rng.random(3)
+    sat = 0.15 + 0.65 * sat
+    val = 0.02 + 0.06 * val if dark else 0.35 + 0.6 * val
+    return np.array(colorsys.hsv_to_rgb(hue, sat, val), dtype=np.float32)
+
+
+_TEXTURE_CDF = [0.3, 0.5, 0.7]  # P(PLAIN) = 0.3, CHECKER 0.2, STRIPES 0.2, NOISE 0.3
 
 
 def _random_material(rng: np.random.Generator, dark: bool = False) -> Material:
     a = _random_color(rng, dark)
-    b = np.clip(a * rng.uniform(0.55, 0.9), 0, 1).astype(np.float32)
-    texture = int(rng.choice([PLAIN, CHECKER, STRIPES, NOISE], p=[0.3, 0.2, 0.2, 0.3]))
-    return Material(a, b, texture, float(rng.uniform(0.05, 0.2)))
+    darker, pick, scale = rng.random(3)
+    texture = bisect.bisect_right(_TEXTURE_CDF, pick)
+    return Material(a, a * np.float32(0.55 + 0.35 * darker), texture, float(0.05 + 0.15 * scale))
 
 
 def _make_object(rng: np.random.Generator, label: int) -> tuple[list, float]:
@@ -309,6 +315,11 @@ class Scene:
     noise_table: np.ndarray  # (period, period) value-noise lattice
     blobs: np.ndarray  # (k, 4) dropout ellipses: cy, cx, ry, rx as fractions of the image
 
+    @property
+    def camera_axes(self) -> np.ndarray:
+        """(3, 3) world -> camera: columns are the right, down and forward axes."""
+        return np.stack([self.right, self.down, self.forward], axis=1)
+
 
 def sample_scene(rng: np.random.Generator, num_objects: tuple[int, int] = (3, 8)) -> Scene:
     """Draw one room, camera, lights and objects."""
@@ -335,13 +346,14 @@ def sample_scene(rng: np.random.Generator, num_objects: tuple[int, int] = (3, 8)
     for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
         label = int(rng.integers(len(SYNTHETIC_CATEGORIES)))
         parts, radius = _make_object(rng, label)
+        # Scalar geometry in plain Python: numpy's per-call overhead dominates at small image sizes.
+        cam_x, cam_z, room_x, room_z = float(origin[0]), float(origin[2]), float(room[0]), float(room[2])
         for _attempt in range(20):
-            angle = yaw + rng.uniform(-0.5, 0.5)
-            dist = rng.uniform(1.0, 5.0)
-            x = float(np.clip(origin[0] + dist * np.sin(angle), radius + 0.02, room[0] - radius - 0.02))
-            z = float(np.clip(origin[2] + dist * np.cos(angle), radius + 0.02, room[2] - radius - 0.02))
-            clear_of_camera = np.hypot(x - origin[0], z - origin[2]) > radius + 0.5
-            if clear_of_camera and all(np.hypot(x - px, z - pz) > radius + pr for px, pz, pr in placed):
+            angle, dist = yaw + rng.uniform(-0.5, 0.5), rng.uniform(1.0, 5.0)
+            x = min(max(cam_x + dist * math.sin(angle), radius + 0.02), room_x - radius - 0.02)
+            z = min(max(cam_z + dist * math.cos(angle), radius + 0.02), room_z - radius - 0.02)
+            clear_of_camera = math.hypot(x - cam_x, z - cam_z) > radius + 0.5
+            if clear_of_camera and all(math.hypot(x - px, z - pz) > radius + pr for px, pz, pr in placed):
                 placed.append((x, z, radius))
                 dark = rng.random() < 0.15  # black furniture: a depth sensor sees nothing there
                 mats = [_random_material(rng, dark) for _ in parts]
@@ -386,18 +398,20 @@ def _value_noise(u: np.ndarray, v: np.ndarray, table: np.ndarray) -> np.ndarray:
     return top * (1 - av) + bottom * av
 
 
+_CUBE_CORNERS = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float64)
+
+
 def _image_window(part, scene: Scene, K: np.ndarray, height: int, width: int):
     """Pixel rectangle (r0, r1, c0, c1) that contains the part's projection, or None if off-screen."""
     lo, hi = part.bounds()
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    rel = corners - scene.origin
-    zc = rel @ scene.forward
-    if np.any(zc < 0.05):  # straddles the image plane: test every pixel
+    cam = (lo + (hi - lo) * _CUBE_CORNERS - scene.origin) @ scene.camera_axes  # (8, 3): right, down, forward
+    zc = cam[:, 2]
+    if zc.min() < 0.05:  # straddles the image plane: test every pixel
         return 0, height, 0, width
-    u = K[0, 0] * (rel @ scene.right) / zc + K[0, 2]
-    v = K[1, 1] * (rel @ scene.down) / zc + K[1, 2]
-    c0, c1 = max(int(np.floor(u.min())) - 1, 0), min(int(np.ceil(u.max())) + 2, width)
-    r0, r1 = max(int(np.floor(v.min())) - 1, 0), min(int(np.ceil(v.max())) + 2, height)
+    u = (K[0, 0] * cam[:, 0] / zc + K[0, 2]).tolist()
+    v = (K[1, 1] * cam[:, 1] / zc + K[1, 2]).tolist()
+    c0, c1 = max(math.floor(min(u)) - 1, 0), min(math.ceil(max(u)) + 2, width)
+    r0, r1 = max(math.floor(min(v)) - 1, 0), min(math.ceil(max(v)) + 2, height)
     if c0 >= c1 or r0 >= r1:
         return None
     return r0, r1, c0, c1
@@ -425,37 +439,88 @@ class SensorModel:
         )
 
 
-def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = None) -> dict[str, Any]:
-    """Ray-cast one scene. Returns image, depth, depth_complete, and the per-pixel object index."""
-    sensor = sensor or SensorModel()
-    K = scaled_intrinsics(height, width)
-    a = ((np.arange(width) - K[0, 2]) / K[0, 0]).astype(np.float32)[None, :]
-    b = ((np.arange(height) - K[1, 2]) / K[1, 1]).astype(np.float32)[:, None]
-    r, dn, f = scene.right.astype(np.float32), scene.down.astype(np.float32), scene.forward.astype(np.float32)
-    # Ray directions in world coordinates with camera-z = 1 (so the hit parameter t is the depth).
-    dx = a * r[0] + b * dn[0] + f[0]
-    dy = a * r[1] + b * dn[1] + f[1]
-    dz = a * r[2] + b * dn[2] + f[2]
-    o = scene.origin
-
-    # The room: the camera is inside an axis-aligned box, so every ray leaves through exactly one face.
-    depth = None
-    surface = None
+def _cast_room(scene: Scene, dx, dy, dz):
+    """The camera is inside an axis-aligned box, so every ray leaves through exactly one of its faces."""
+    o, room = scene.origin.tolist(), scene.room.tolist()
+    depth = surface = None
     for axis, d, (low_id, high_id) in (
         (0, dx, (WALL_LEFT, WALL_RIGHT)),
         (1, dy, (FLOOR, CEILING)),
         (2, dz, (WALL_BACK, WALL_FRONT)),
     ):
         positive = d > 0
-        safe = np.where(np.abs(d) < 1e-9, 1e-9, d)
-        t = np.where(positive, scene.room[axis] - o[axis], -o[axis]) / safe
-        ids = np.where(positive, high_id, low_id).astype(np.int16)
+        safe = np.where(np.abs(d) < 1e-9, np.float32(1e-9), d)
+        t = np.where(positive, np.float32(room[axis] - o[axis]), np.float32(-o[axis])) / safe
+        ids = np.where(positive, np.int16(high_id), np.int16(low_id))
         if depth is None:
             depth, surface = t, ids
         else:
             nearer = t < depth
             depth = np.where(nearer, t, depth)
             surface = np.where(nearer, ids, surface)
+    return depth, surface
+
+
+def _texture_pattern(kind, tu, tv, noise_table) -> np.ndarray:
+    """Texture value in [0, 1] per pixel; each kind is evaluated only on its own pixels."""
+    pattern = np.zeros(kind.shape, dtype=np.float32)
+    for texture in (CHECKER, STRIPES, NOISE):
+        selected = kind == texture
+        if not selected.any():
+            continue
+        u, v = tu[selected], tv[selected]
+        if texture == CHECKER:
+            pattern[selected] = (np.floor(u) + np.floor(v)) % 2
+        elif texture == STRIPES:
+            pattern[selected] = np.floor(u) % 2
+        else:
+            pattern[selected] = _value_noise(u * 2, v * 2, noise_table)
+    return pattern
+
+
+def _sensor_holes(scene, sensor, depth, albedo, nx, ny, nz, dx, dy, dz) -> np.ndarray:
+    """Pixels a structured-light sensor would miss: dark, glancing, edges, far, random blobs."""
+    height, width = depth.shape
+    ray_norm = np.sqrt(dx * dx + dy * dy + dz * dz)
+    cos_view = np.abs(nx * dx + ny * dy + nz * dz) / ray_norm
+    luminance = 0.299 * albedo[0] + 0.587 * albedo[1] + 0.114 * albedo[2]
+    invalid = (luminance < sensor.dark_albedo) | (cos_view < sensor.glancing_cos) | (depth > sensor.max_depth)
+    jump = sensor.edge_relative_jump
+    jump_x = np.abs(np.diff(depth, axis=1)) > jump * np.minimum(depth[:, 1:], depth[:, :-1])
+    jump_y = np.abs(np.diff(depth, axis=0)) > jump * np.minimum(depth[1:], depth[:-1])
+    invalid[:, 1:] |= jump_x
+    invalid[:, :-1] |= jump_x
+    invalid[1:] |= jump_y
+    invalid[:-1] |= jump_y
+    for cy, cx, ry, rx in scene.blobs if sensor.dropout_blobs else ():
+        ry_px, rx_px = max(ry * height, 1.5), max(rx * width, 1.5)
+        y0, y1 = max(int(cy * height - ry_px), 0), min(int(cy * height + ry_px) + 1, height)
+        x0, x1 = max(int(cx * width - rx_px), 0), min(int(cx * width + rx_px) + 1, width)
+        yy = ((np.arange(y0, y1) - cy * height) / ry_px)[:, None]
+        xx = ((np.arange(x0, x1) - cx * width) / rx_px)[None, :]
+        invalid[y0:y1, x0:x1] |= yy * yy + xx * xx <= 1
+    return invalid
+
+
+def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = None) -> dict[str, Any]:
+    """Ray-cast one scene. Returns image, depth, depth_complete, and the per-pixel object index (-1: room).
+
+    All per-pixel arithmetic stays float32; scalars enter as Python floats (a numpy float64 scalar would
+    promote whole images to float64 and halve the speed).
+    """
+    sensor = sensor or SensorModel()
+    K = scaled_intrinsics(height, width)
+    a = ((np.arange(width) - K[0, 2]) / K[0, 0]).astype(np.float32)[None, :]
+    b = ((np.arange(height) - K[1, 2]) / K[1, 1]).astype(np.float32)[:, None]
+    r, dn, f = scene.right.tolist(), scene.down.tolist(), scene.forward.tolist()
+    # Ray directions in world coordinates with camera-z = 1 (so the hit parameter t is the depth).
+    dx = a * r[0] + b * dn[0] + f[0]
+    dy = a * r[1] + b * dn[1] + f[1]
+    dz = a * r[2] + b * dn[2] + f[2]
+    origin = scene.origin
+    o = origin.tolist()
+
+    depth, surface = _cast_room(scene, dx, dy, dz)
     nx = _ROOM_NORMALS[:, 0][surface]
     ny = _ROOM_NORMALS[:, 1][surface]
     nz = _ROOM_NORMALS[:, 2][surface]
@@ -472,7 +537,7 @@ def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = N
             r0, r1, c0, c1 = window
             win = (slice(r0, r1), slice(c0, c1))
             wdx, wdy, wdz = dx[win], dy[win], dz[win]
-            t, aux = part.intersect(o, wdx, wdy, wdz)
+            t, aux = part.intersect(origin, wdx, wdy, wdz)
             closer = t < depth[win]
             if not closer.any():
                 continue
@@ -484,58 +549,32 @@ def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = N
             n = part.normals(px, py, pz, None if aux is None else aux[closer])
             nx[win][closer], ny[win][closer], nz[win][closer] = n
 
-    depth = depth.astype(np.float32)
     px, py, pz = o[0] + depth * dx, o[1] + depth * dy, o[2] + depth * dz
 
     # Procedural texture, projected on the plane the surface mostly faces.
-    ax, ay = np.abs(nx), np.abs(ny)
-    floorish = ay >= np.maximum(ax, np.abs(nz))
-    sideways = ~floorish & (ax >= np.abs(nz))
-    tu = np.where(floorish | ~sideways, px, pz)
-    tv = np.where(floorish, pz, py)
-    scale = np.array([m.scale for m in materials], dtype=np.float32)[surface]
-    tu, tv = tu / scale, tv / scale
+    ax, ay, az = np.abs(nx), np.abs(ny), np.abs(nz)
+    floorish = ay >= np.maximum(ax, az)
+    sideways = ~floorish & (ax >= az)
+    inv_scale = np.array([1.0 / m.scale for m in materials], dtype=np.float32)[surface]
+    tu = np.where(sideways, pz, px) * inv_scale
+    tv = np.where(floorish, pz, py) * inv_scale
     kind = np.array([m.texture for m in materials], dtype=np.int8)[surface]
-    cu, cv = np.floor(tu), np.floor(tv)
-    pattern = np.where(
-        kind == CHECKER,
-        (cu + cv) % 2,
-        np.where(kind == STRIPES, cu % 2, np.where(kind == NOISE, 0, 0)),
-    )
-    if np.any(kind == NOISE):
-        pattern = np.where(kind == NOISE, _value_noise(tu * 2, tv * 2, scene.noise_table), pattern)
-    color_a = np.stack([m.color_a for m in materials])[surface]
-    color_b = np.stack([m.color_b for m in materials])[surface]
-    albedo = color_a + (color_b - color_a) * pattern[..., None].astype(np.float32)
+    pattern = _texture_pattern(kind, tu, tv, scene.noise_table)
+    # Colour planes (3, H, W): broadcasting over a leading axis is much faster than over a trailing 3.
+    color_a = np.take(np.stack([m.color_a for m in materials], axis=1), surface, axis=1)
+    color_b = np.take(np.stack([m.color_b for m in materials], axis=1), surface, axis=1)
+    albedo = color_a + (color_b - color_a) * pattern
 
     # Lambertian shading: ambient + a point light with soft distance falloff.
-    lx, ly, lz = scene.light[0] - px, scene.light[1] - py, scene.light[2] - pz
+    light = scene.light.tolist()
+    lx, ly, lz = light[0] - px, light[1] - py, light[2] - pz
     dist2 = lx * lx + ly * ly + lz * lz
     cos_light = np.maximum((nx * lx + ny * ly + nz * lz) / np.sqrt(dist2), 0)
-    shade = scene.ambient + (1.2 - scene.ambient) * cos_light / (1 + dist2 / 16)
-    rgb = np.sqrt(np.clip(albedo * shade[..., None], 0, 1))  # gamma 2 for display
-    image = (rgb * 255 + 0.5).astype(np.uint8)
+    shade = scene.ambient + (1.2 - scene.ambient) * cos_light / (1 + dist2 * (1 / 16))
+    rgb = np.sqrt(np.clip(albedo * shade, 0, 1))  # gamma 2 for display
+    image = np.ascontiguousarray((rgb * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0))
 
-    # Sensor-like holes.
-    ray_norm = np.sqrt(dx * dx + dy * dy + dz * dz)
-    cos_view = np.abs(nx * dx + ny * dy + nz * dz) / ray_norm
-    luminance = albedo @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    invalid = (luminance < sensor.dark_albedo) | (cos_view < sensor.glancing_cos) | (depth > sensor.max_depth)
-    jump_x = np.abs(np.diff(depth, axis=1)) > sensor.edge_relative_jump * np.minimum(
-        depth[:, 1:], depth[:, :-1]
-    )
-    jump_y = np.abs(np.diff(depth, axis=0)) > sensor.edge_relative_jump * np.minimum(depth[1:], depth[:-1])
-    invalid[:, 1:] |= jump_x
-    invalid[:, :-1] |= jump_x
-    invalid[1:] |= jump_y
-    invalid[:-1] |= jump_y
-    for cy, cx, ry, rx in scene.blobs if sensor.dropout_blobs else ():
-        ry_px, rx_px = max(ry * height, 1.5), max(rx * width, 1.5)
-        y0, y1 = max(int(cy * height - ry_px), 0), min(int(cy * height + ry_px) + 1, height)
-        x0, x1 = max(int(cx * width - rx_px), 0), min(int(cx * width + rx_px) + 1, width)
-        yy = ((np.arange(y0, y1) - cy * height) / ry_px)[:, None]
-        xx = ((np.arange(x0, x1) - cx * width) / rx_px)[None, :]
-        invalid[y0:y1, x0:x1] |= yy * yy + xx * xx <= 1
+    invalid = _sensor_holes(scene, sensor, depth, albedo, nx, ny, nz, dx, dy, dz)
     sensor_depth = np.where(invalid, np.float32(0), depth)
     return {"image": image, "depth": sensor_depth, "depth_complete": depth, "object_index": obj}
 
