@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
 COCO_MEAN = np.array([123.675, 116.28, 103.53]) / 255.0
@@ -45,7 +46,8 @@ def image_for_display(image) -> np.ndarray:
 def _depth_panel(ax, depth: np.ndarray, vmin: float, vmax: float, title: str):
     depth = np.squeeze(depth)
     invalid = ~np.isfinite(depth) | (depth <= 0)
-    cmap = plt.get_cmap("magma_r").with_extremes(bad="black")
+    # magma_r without its near-black far end, so that far surfaces never look like invalid (black) pixels
+    cmap = ListedColormap(plt.get_cmap("magma_r")(np.linspace(0.0, 0.8, 256))).with_extremes(bad="black")
     ax.imshow(np.ma.masked_where(invalid, depth), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=8)
 
