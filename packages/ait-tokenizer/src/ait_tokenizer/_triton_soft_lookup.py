@@ -26,6 +26,7 @@ This module imports triton at import time; ``ait_tokenizer.soft_lookup`` imports
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -92,31 +93,33 @@ def _soft_lookup_fwd_kernel(
     BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     codes = tl.arange(0, BLOCK_K)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < n_rows
     code_ok = codes < n_codes
-    col_ok = cols < dim
 
     scaled = _scaled_logits(logits_ptr, rows, codes, row_ok, code_ok, tau, stride_lr, stride_lk)
     row_max = tl.max(scaled, axis=1)
     unnormalised = tl.exp(scaled - row_max[:, None])
     row_sum = tl.sum(unnormalised, axis=1)
-    probs = unnormalised / row_sum[:, None]
-    if pid_d == 0:
-        tl.store(lse_ptr + rows, row_max + tl.log(row_sum), mask=row_ok)
+    tl.store(lse_ptr + rows, row_max + tl.log(row_sum), mask=row_ok)
+    probs = _to_dot_operand(unnormalised / row_sum[:, None], DOT_DTYPE, UPCAST_DOT)
 
-    codebook_ptrs = codebook_ptr + codes[:, None] * stride_ck + cols[None, :] * stride_cd
-    codebook = tl.load(codebook_ptrs, mask=code_ok[:, None] & col_ok[None, :], other=0.0)
-    out = tl.dot(
-        _to_dot_operand(probs, DOT_DTYPE, UPCAST_DOT),
-        _to_dot_operand(codebook, DOT_DTYPE, UPCAST_DOT),
-        input_precision=DOT_PRECISION,
-    )
-    out_ptrs = out_ptr + rows.to(tl.int64)[:, None] * stride_or + cols[None, :] * stride_od
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    # The softmax is computed once; the (BLOCK_M, D) output is produced one D tile at a time.
+    for d_start in range(0, dim, BLOCK_D):
+        cols = d_start + tl.arange(0, BLOCK_D)
+        col_ok = cols < dim
+        codebook = tl.load(
+            codebook_ptr + codes[:, None] * stride_ck + cols[None, :] * stride_cd,
+            mask=code_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        out = tl.dot(probs, _to_dot_operand(codebook, DOT_DTYPE, UPCAST_DOT), input_precision=DOT_PRECISION)
+        tl.store(
+            out_ptr + rows.to(tl.int64)[:, None] * stride_or + cols[None, :] * stride_od,
+            out.to(out_ptr.dtype.element_ty),
+            mask=row_ok[:, None] & col_ok[None, :],
+        )
 
 
 @triton.jit
@@ -265,11 +268,35 @@ def _num_sms(device: torch.device) -> int:
     return 1  # interpreter: programs run one after another, so fewer and larger blocks are faster
 
 
-def _code_and_dim_blocks(n_codes: int, dim: int) -> tuple[int, int]:
+def _launch_config(logits: torch.Tensor, codebook: torch.Tensor) -> dict:
+    """Block sizes, warps, stages and dot settings for these inputs (the row block is chosen apart).
+
+    Chosen so that every kernel compiles for sm_90 within shared memory and with at most a few hundred
+    bytes of register spills (ptxas -v; see SOFT_LOOKUP.md); not yet timed on a GPU.
+    """
+    n_codes, dim = codebook.shape
+    dot_dtype = torch.promote_types(logits.dtype, codebook.dtype)
+    wide = dot_dtype == torch.float32
     block_k = max(16, triton.next_power_of_2(n_codes))
-    # Keep the (BLOCK_K, BLOCK_D) codebook tile ≤ 16 K elements: 128×128 for K = 128.
-    block_d = max(16, min(128, triton.next_power_of_2(dim), 16384 // block_k))
-    return block_k, block_d
+    # Codebook tiles of 32 KiB: 128×128 at 16 bits, 128×64 at 32 bits (fewer columns for larger K).
+    max_tile = 8192 if wide else 16384
+    block_d = max(16, min(64 if wide else 128, triton.next_power_of_2(dim), max_tile // block_k))
+    if wide:
+        # 3×TF32 on NVIDIA tensor cores: fp32-level accuracy (an IEEE fp32 dot lowers to FMAs that
+        # spill badly); IEEE where 3×TF32 does not exist (ROCm, the interpreter).
+        precision = "ieee" if torch.version.hip or logits.device.type == "cpu" else "tf32x3"
+    else:
+        precision = None  # 16-bit operands: the target's default tensor-core dot
+    return {
+        "DOT_DTYPE": _TORCH_TO_TRITON_DTYPE[dot_dtype],
+        "DOT_PRECISION": precision,
+        "UPCAST_DOT": interpreting() and dot_dtype == torch.bfloat16,
+        "BLOCK_K": block_k,
+        "BLOCK_D": block_d,
+        "num_stages": 2 if wide else 3,  # fp32 tiles in three stages overflow shared memory
+        # 8 warps for every block size: with 4, ptxas spills at BLOCK_M = 16 and 32.
+        "num_warps": 8,
+    }
 
 
 def _row_block(n_rows: int, block_k: int, programs_per_row_block: int, num_sms: int) -> int:
@@ -280,59 +307,45 @@ def _row_block(n_rows: int, block_k: int, programs_per_row_block: int, num_sms: 
     return block_m
 
 
-def _num_warps(block_m: int, block_k: int) -> int:
-    return 4 if block_m * block_k <= 4096 else 8
-
-
-def _dot_config(logits: torch.Tensor, codebook: torch.Tensor) -> dict:
-    dot_dtype = torch.promote_types(logits.dtype, codebook.dtype)
-    return {
-        "DOT_DTYPE": _TORCH_TO_TRITON_DTYPE[dot_dtype],
-        "DOT_PRECISION": "ieee",
-        "UPCAST_DOT": interpreting() and dot_dtype == torch.bfloat16,
-    }
-
-
-def _check_launchable(tensor: torch.Tensor) -> None:
+def _check_launchable(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Raise if the kernels cannot run on this tensor's device; else a context selecting that device."""
     if tensor.device.type == "cpu" and not interpreting():
         raise RuntimeError(
             "the Triton soft-lookup kernels run on CPU tensors only under the Triton interpreter, and "
             "they were built for the GPU: set TRITON_INTERPRET=1 before ait_tokenizer's Triton path is "
             f"first used (TRITON_INTERPRET is {os.environ.get('TRITON_INTERPRET')!r} now)"
         )
+    # Triton launches on the current CUDA device, which need not be the tensors' one.
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 def forward(logits: torch.Tensor, codebook: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Y (M, D) in the logits dtype and the fp32 row log-sum-exp (M,) of τ·ℓ for ℓ (M, K), E (K, D)."""
-    _check_launchable(logits)
+    device_context = _check_launchable(logits)
     n_rows, n_codes = logits.shape
     dim = codebook.shape[1]
     out = torch.empty((n_rows, dim), dtype=logits.dtype, device=logits.device)
     lse = torch.empty((n_rows,), dtype=torch.float32, device=logits.device)
     if n_rows == 0:
         return out, lse
-    block_k, block_d = _code_and_dim_blocks(n_codes, dim)
-    d_tiles = triton.cdiv(dim, block_d)
-    block_m = _row_block(n_rows, block_k, d_tiles, _num_sms(logits.device))
-    grid = (triton.cdiv(n_rows, block_m), d_tiles)
-    _soft_lookup_fwd_kernel[grid](
-        logits,
-        codebook,
-        out,
-        lse,
-        n_rows,
-        n_codes,
-        dim,
-        tau,
-        *logits.stride(),
-        *codebook.stride(),
-        *out.stride(),
-        **_dot_config(logits, codebook),
-        BLOCK_M=block_m,
-        BLOCK_K=block_k,
-        BLOCK_D=block_d,
-        num_warps=_num_warps(block_m, block_k),
-    )
+    config = _launch_config(logits, codebook)
+    block_m = _row_block(n_rows, config["BLOCK_K"], 1, _num_sms(logits.device))
+    with device_context:
+        _soft_lookup_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
+            logits,
+            codebook,
+            out,
+            lse,
+            n_rows,
+            n_codes,
+            dim,
+            tau,
+            *logits.stride(),
+            *codebook.stride(),
+            *out.stride(),
+            **config,
+            BLOCK_M=block_m,
+        )
     return out, lse
 
 
@@ -340,34 +353,32 @@ def backward_logits(
     logits: torch.Tensor, codebook: torch.Tensor, lse: torch.Tensor, grad_out: torch.Tensor, tau: float
 ) -> torch.Tensor:
     """dℓ (M, K) in the logits dtype."""
-    _check_launchable(logits)
+    device_context = _check_launchable(logits)
     n_rows, n_codes = logits.shape
     dim = codebook.shape[1]
     grad_logits = torch.empty((n_rows, n_codes), dtype=logits.dtype, device=logits.device)
     if n_rows == 0:
         return grad_logits
-    block_k, block_d = _code_and_dim_blocks(n_codes, dim)
-    block_m = _row_block(n_rows, block_k, 1, _num_sms(logits.device))
-    _soft_lookup_bwd_logits_kernel[(triton.cdiv(n_rows, block_m),)](
-        logits,
-        codebook,
-        lse,
-        grad_out,
-        grad_logits,
-        n_rows,
-        n_codes,
-        dim,
-        tau,
-        *logits.stride(),
-        *codebook.stride(),
-        *grad_out.stride(),
-        *grad_logits.stride(),
-        **_dot_config(logits, codebook),
-        BLOCK_M=block_m,
-        BLOCK_K=block_k,
-        BLOCK_D=block_d,
-        num_warps=_num_warps(block_m, block_k),
-    )
+    config = _launch_config(logits, codebook)
+    block_m = _row_block(n_rows, config["BLOCK_K"], 1, _num_sms(logits.device))
+    with device_context:
+        _soft_lookup_bwd_logits_kernel[(triton.cdiv(n_rows, block_m),)](
+            logits,
+            codebook,
+            lse,
+            grad_out,
+            grad_logits,
+            n_rows,
+            n_codes,
+            dim,
+            tau,
+            *logits.stride(),
+            *codebook.stride(),
+            *grad_out.stride(),
+            *grad_logits.stride(),
+            **config,
+            BLOCK_M=block_m,
+        )
     return grad_logits
 
 
@@ -384,15 +395,15 @@ def backward_codebook(
     ``rows_per_chunk`` overrides the heuristic (rounded up to the row block); tests use it to cover
     the multi-chunk reduction on small inputs.
     """
-    _check_launchable(logits)
+    device_context = _check_launchable(logits)
     n_rows, n_codes = logits.shape
     dim = codebook.shape[1]
     if n_rows == 0:
         return torch.zeros_like(codebook)
-    block_k, block_d = _code_and_dim_blocks(n_codes, dim)
-    d_tiles = triton.cdiv(dim, block_d)
+    config = _launch_config(logits, codebook)
+    d_tiles = triton.cdiv(dim, config["BLOCK_D"])
     num_sms = _num_sms(logits.device)
-    block_m = _row_block(n_rows, block_k, 1, num_sms)
+    block_m = _row_block(n_rows, config["BLOCK_K"], 1, num_sms)
     if rows_per_chunk is None:
         # About two programs per SM, but never chunks so short that the partials outweigh dY.
         n_chunks = max(1, min(triton.cdiv(n_rows, _MIN_ROWS_PER_CHUNK), 2 * num_sms // d_tiles))
@@ -400,24 +411,22 @@ def backward_codebook(
     rows_per_chunk = triton.cdiv(rows_per_chunk, block_m) * block_m
     n_chunks = triton.cdiv(n_rows, rows_per_chunk)
     partials = torch.empty((n_chunks, n_codes, dim), dtype=torch.float32, device=logits.device)
-    _soft_lookup_bwd_codebook_kernel[(n_chunks, d_tiles)](
-        logits,
-        lse,
-        grad_out,
-        partials,
-        n_rows,
-        n_codes,
-        dim,
-        rows_per_chunk,
-        tau,
-        *logits.stride(),
-        *grad_out.stride(),
-        *partials.stride(),
-        **_dot_config(logits, codebook),
-        BLOCK_M=block_m,
-        BLOCK_K=block_k,
-        BLOCK_D=block_d,
-        num_warps=_num_warps(block_m, block_k),
-    )
+    with device_context:
+        _soft_lookup_bwd_codebook_kernel[(n_chunks, d_tiles)](
+            logits,
+            lse,
+            grad_out,
+            partials,
+            n_rows,
+            n_codes,
+            dim,
+            rows_per_chunk,
+            tau,
+            *logits.stride(),
+            *grad_out.stride(),
+            *partials.stride(),
+            **config,
+            BLOCK_M=block_m,
+        )
     grad_codebook = partials[0] if n_chunks == 1 else partials.sum(dim=0)
     return grad_codebook.to(codebook.dtype)
