@@ -141,3 +141,25 @@ def test_two_process_training_keeps_ranks_identical(tmp_path):
     saved = load_tokenizer(rank0["final"]).state_dict()
     assert all(torch.equal(saved[name], tensor) for name, tensor in rank0["state"].items())
     assert not torch.equal(rank0["state"]["quantizer.embed"], create_tokenizer("depth-small").quantizer.embed)
+
+
+def test_trains_on_nyu_layout_written_by_ait_data(tmp_path):
+    from ait_data import SyntheticRooms, write_nyu
+
+    rooms = SyntheticRooms(length=4, height=64, width=96, seed=0)
+    split_file = write_nyu(rooms, tmp_path / "nyu")
+    cfg = TokenizerTrainConfig(
+        tokenizer="depth-small",
+        data="nyu",
+        nyu_root=str(tmp_path / "nyu"),
+        nyu_split_file=str(split_file),
+        nyu_columns=None,  # the paper's 41..600 columns assume 640-wide maps
+        max_steps=2,
+        **{k: v for k, v in TINY_DEPTH.items() if k not in {"train_size", "val_size"}},
+    )
+    final = train_tokenizer(cfg, tmp_path / "run")
+    validation = json.loads((tmp_path / "run" / METRICS_FILE).read_text().splitlines()[-1])["val"]
+    assert (
+        math.isfinite(validation["rmse"]) and "complete_rmse" not in validation
+    )  # real data: no complete map
+    assert load_tokenizer(final).kind == "depth"

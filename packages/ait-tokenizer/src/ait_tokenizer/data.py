@@ -91,10 +91,8 @@ class SyntheticDepthMaps(AugmentedDataset):
 
 
 class NYUDepthMaps(AugmentedDataset):
-    """NYUv2 depth: columns 41..600, optional nearest downscale, horizontal flip, random (train) crop.
-
-    Validation uses the centre crop and no flip.
-    """
+    """NYUv2 depth: the paper's column crop (41..600), optional nearest downscale, horizontal flip, random
+    crop to ``size`` (training); validation takes the centre crop without flip."""
 
     def __init__(
         self,
@@ -104,19 +102,22 @@ class NYUDepthMaps(AugmentedDataset):
         size: tuple[int, int],
         train: bool = True,
         short_side: int | None = None,
+        columns: tuple[int, int] | None = NYU_COLUMNS,
         seed: int = 0,
     ):
         super().__init__(seed)
         from ait_data import NYUDepthV2
 
         self.frames = NYUDepthV2(root, split_file, split=split)
-        self.size, self.train, self.short_side = size, train, short_side
+        self.size, self.train, self.short_side, self.columns = size, train, short_side, columns
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        depth = self.frames[index]["depth"][:, NYU_COLUMNS[0] : NYU_COLUMNS[1]]
+        depth = self.frames[index]["depth"]
+        if self.columns is not None:
+            depth = depth[:, self.columns[0] : self.columns[1]]
         if self.short_side is not None:
             depth = downscale_nearest(depth, self.short_side)
         if self.train:
@@ -127,6 +128,8 @@ class NYUDepthMaps(AugmentedDataset):
         else:
             top = (depth.shape[0] - self.size[0]) // 2
             left = (depth.shape[1] - self.size[1]) // 2
+            if top < 0 or left < 0:
+                raise ValueError(f"map of size {depth.shape} is smaller than the crop {self.size}")
             depth = depth[top : top + self.size[0], left : left + self.size[1]]
         return {"x": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None]}
 

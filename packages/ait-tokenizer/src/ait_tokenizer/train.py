@@ -60,6 +60,7 @@ class TokenizerTrainConfig:
     nyu_root: str | None = None
     nyu_split_file: str | None = None
     nyu_val_split_file: str | None = None
+    nyu_columns: tuple[int, int] | None = (41, 601)  # the paper's column crop of 640-wide NYU maps
     nyu_short_side: int | None = None  # nearest downscale of NYU maps before the crop (small presets)
     maskcoco: str | None = None
     maskcoco_val: str | None = None
@@ -254,12 +255,11 @@ def build_datasets(cfg: TokenizerTrainConfig, kind: str, size: tuple[int, int]):
         if cfg.data == "nyu":
             if not cfg.nyu_root or not cfg.nyu_split_file:
                 raise ValueError("data='nyu' needs nyu_root and nyu_split_file (BTS split-file layout)")
-            train = NYUDepthMaps(
-                cfg.nyu_root, cfg.nyu_split_file, "train", size, True, cfg.nyu_short_side, cfg.seed
-            )
+            options = {"short_side": cfg.nyu_short_side, "columns": cfg.nyu_columns, "seed": cfg.seed}
+            train = NYUDepthMaps(cfg.nyu_root, cfg.nyu_split_file, "train", size, train=True, **options)
             val_file = cfg.nyu_val_split_file or cfg.nyu_split_file
             split = "test" if cfg.nyu_val_split_file else "train"
-            val = NYUDepthMaps(cfg.nyu_root, val_file, split, size, False, cfg.nyu_short_side, cfg.seed)
+            val = NYUDepthMaps(cfg.nyu_root, val_file, split, size, train=False, **options)
             return train, val
         raise ValueError(f"depth tokenizers train on data 'synthetic' or 'nyu', got {cfg.data!r}")
     if cfg.data == "synthetic":
