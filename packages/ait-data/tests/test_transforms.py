@@ -151,14 +151,22 @@ def test_instance_transform_drops_cropped_away_objects():
     masks[0, 0:4, 0:4] = True  # top-left corner
     masks[1, 36:40, 36:40] = True  # bottom-right corner
     boxes = np.array([[0, 0, 4, 4], [36, 36, 40, 40], [10, 10, 10, 20]], np.float32)  # last: zero width
-    sample = {"image": image, "boxes": boxes, "labels": np.array([0, 1, 2]), "masks": masks}
+    iscrowd = np.array([False, True, False])
+    sample = {
+        "image": image,
+        "boxes": boxes,
+        "labels": np.array([0, 1, 2]),
+        "masks": masks,
+        "iscrowd": iscrowd,
+    }
     # x2 scale -> 80x80, cropped to 40x40: at most one corner survives, the zero-width box never does
     t = InstanceTransform(canvas=40, scale_range=(2.0, 2.0), flip_p=0.0, seed=0)
     seen = set()
     for _ in range(20):
         out = t(sample)
         assert len(out["labels"]) <= 1 and 2 not in out["labels"].tolist()
-        assert len(out["boxes"]) == len(out["masks"]) == len(out["labels"])
+        assert len(out["boxes"]) == len(out["masks"]) == len(out["labels"]) == len(out["iscrowd"])
+        assert out["iscrowd"].tolist() == [label == 1 for label in out["labels"].tolist()]
         seen.update(out["labels"].tolist())
     assert seen == {0, 1}
 
@@ -199,3 +207,26 @@ def test_collate_batches_variable_instances(room):
         collate([DepthTransform(train=False)(room), DepthTransform(train=False)(rooms[0])])
     with pytest.raises(ValueError, match="at least one"):
         collate([])
+
+
+def test_dataloader_workers_draw_different_augmentations():
+    from torch.utils.data import DataLoader
+
+    from ait_data import TransformDataset
+
+    rooms = SyntheticRooms(length=4, height=64, width=64, seed=1)
+    # the same image four times, so only the augmentation can differ
+    same = [rooms[0]] * 4
+    data = TransformDataset(same, DepthTransform(crop=(32, 32), cutdepth_every=0, seed=5))
+    loader = DataLoader(data, batch_size=1, num_workers=2, collate_fn=collate)
+    first = [b["image"] for b in loader]
+    again = [b["image"] for b in loader]
+    assert all(torch.equal(x, y) for x, y in zip(first, again))  # reproducible under the seed
+    # worker 0 serves samples 0 and 2, worker 1 samples 1 and 3: their first draws must differ
+    assert not torch.equal(first[0], first[1])
+    batch = next(
+        iter(
+            DataLoader(TransformDataset(rooms, DepthTransform(train=False)), batch_size=4, collate_fn=collate)
+        )
+    )
+    assert batch["image"].shape == (4, 3, 64, 64) and batch["depth"].shape == (4, 1, 64, 64)

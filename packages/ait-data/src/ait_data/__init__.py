@@ -4,7 +4,14 @@ from ait_data.coco import CocoInstances
 from ait_data.maskcoco import MaskCoco, build_maskcoco
 from ait_data.nyu import NYUDepthV2
 from ait_data.synthetic import SYNTHETIC_CATEGORIES, SensorModel, SyntheticRooms, scaled_intrinsics
-from ait_data.transforms import COCO_MEAN, COCO_STD, DepthTransform, InstanceTransform, collate
+from ait_data.transforms import (
+    COCO_MEAN,
+    COCO_STD,
+    DepthTransform,
+    InstanceTransform,
+    TransformDataset,
+    collate,
+)
 from ait_data.writers import to_coco_dict, write_coco, write_nyu
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "NYUDepthV2",
     "SensorModel",
     "SyntheticRooms",
+    "TransformDataset",
     "build_maskcoco",
     "collate",
     "scaled_intrinsics",

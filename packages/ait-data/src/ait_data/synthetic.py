@@ -561,9 +561,9 @@ def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = N
     kind = np.array([m.texture for m in materials], dtype=np.int8)[surface]
     pattern = _texture_pattern(kind, tu, tv, scene.noise_table)
     # Colour planes (3, H, W): broadcasting over a leading axis is much faster than over a trailing 3.
-    color_a = np.take(np.stack([m.color_a for m in materials], axis=1), surface, axis=1)
-    color_b = np.take(np.stack([m.color_b for m in materials], axis=1), surface, axis=1)
-    albedo = color_a + (color_b - color_a) * pattern
+    color_a = np.stack([m.color_a for m in materials], axis=1)
+    color_step = np.stack([m.color_b for m in materials], axis=1) - color_a
+    albedo = np.take(color_a, surface, axis=1) + np.take(color_step, surface, axis=1) * pattern
 
     # Lambertian shading: ambient + a point light with soft distance falloff.
     light = scene.light.tolist()

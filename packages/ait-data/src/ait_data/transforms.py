@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
@@ -66,7 +67,7 @@ def to_tv_sample(sample: dict[str, Any]) -> dict[str, Any]:
         out["masks"] = tv_tensors.Mask(masks)
     for key, value in sample.items():
         if key not in out:
-            out[key] = _as_tensor(value) if key == "labels" else value
+            out[key] = _as_tensor(value) if key in ("labels", "iscrowd") else value
     return out
 
 
@@ -97,18 +98,34 @@ def resize(sample: dict[str, Any], height: int, width: int) -> dict[str, Any]:
 
 
 class _Random:
+    """Parameter draws from a seeded generator (or torch's global RNG when seed is None).
+
+    In a DataLoader worker the seeded generator is re-seeded once from (seed, worker id): every worker
+    holds a copy of the transform, and identical copies would otherwise draw identical parameters.
+    """
+
     def __init__(self, seed: int | None):
-        self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        self.seed = None if seed is None else int(seed)
+        self.generator = None if seed is None else torch.Generator().manual_seed(self.seed)
+        self._worker: int | None = None
+
+    def _gen(self) -> torch.Generator | None:
+        if self.generator is not None:
+            info = torch.utils.data.get_worker_info()
+            if info is not None and info.id != self._worker:
+                self._worker = info.id
+                self.generator.manual_seed(self.seed * 1_000_003 + info.id + 1)
+        return self.generator
 
     def uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * torch.rand((), generator=self.generator).item()
+        return low + (high - low) * torch.rand((), generator=self._gen()).item()
 
     def chance(self, p: float) -> bool:
-        return p > 0 and torch.rand((), generator=self.generator).item() < p
+        return p > 0 and torch.rand((), generator=self._gen()).item() < p
 
     def randint(self, high: int) -> int:
         """Uniform in [0, high]."""
-        return int(torch.randint(0, high + 1, (), generator=self.generator))
+        return int(torch.randint(0, high + 1, (), generator=self._gen()))
 
 
 class DepthTransform:
@@ -201,7 +218,8 @@ class InstanceTransform:
     canvas, pad. Images are normalised with the COCO mean/std (``normalize=True``), padding is 0 after that.
 
     Output: ``image`` float32 (3,canvas,canvas), ``boxes`` float32 (N,4) canvas pixels, ``labels`` int64 (N,),
-    ``masks`` uint8 (N,canvas,canvas), ``scale`` (resize factor), ``orig_size`` (H, W), ``image_id``.
+    ``masks`` uint8 (N,canvas,canvas), ``scale`` (resize factor), ``orig_size`` (H, W), ``image_id``, and
+    ``iscrowd`` (N,) when the input has it.
     The image is resized to whole pixels (round(H * scale), round(W * scale)) and boxes follow that resize
     exactly per axis, so ``boxes / scale`` recovers original pixels to within half a pixel.
     """
@@ -228,7 +246,7 @@ class InstanceTransform:
         for key in ("image", "boxes", "labels"):
             if key not in sample:
                 raise ValueError(f"InstanceTransform needs '{key}', got keys {sorted(sample)}")
-        keys = ("image", "boxes", "labels", "masks")
+        keys = ("image", "boxes", "labels", "masks", "iscrowd")
         tv = to_tv_sample({k: sample[k] for k in keys if k in sample})
         height, width = tv["image"].shape[-2:]
         canvas = self.canvas
@@ -261,6 +279,8 @@ class InstanceTransform:
             "orig_size": (int(height), int(width)),
             "image_id": sample.get("image_id", -1),
         }
+        if "iscrowd" in tv:
+            out["iscrowd"] = tv["iscrowd"].bool()
         if "masks" in tv:
             out["masks"] = F.pad(tv["masks"].as_subclass(torch.Tensor), padding, fill=0)
         return out
@@ -275,9 +295,24 @@ class InstanceTransform:
         tv = dict(tv)
         tv["boxes"] = tv_tensors.wrap(boxes[keep], like=boxes)
         tv["labels"] = tv["labels"][keep]
+        if "iscrowd" in tv:
+            tv["iscrowd"] = tv["iscrowd"][keep]
         if "masks" in tv:
             tv["masks"] = tv_tensors.Mask(tv["masks"][keep])
         return tv
+
+
+class TransformDataset(Dataset):
+    """``dataset`` with ``transform`` applied to every sample (e.g. SyntheticRooms + DepthTransform)."""
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.transform(self.dataset[index])
 
 
 VARIABLE_KEYS = ("boxes", "labels", "masks", "iscrowd")
