@@ -170,9 +170,9 @@ def main() -> None:
     results = run(quick=args.quick)
     width = max(len(r["benchmark"]) for r in results)
     for r in results:
-        print(f"{r['benchmark']:<{width}}  {r['metric']:<20} {r['value']:>10.3f} {r['unit']:<5}")
-    if results:
-        print(f"note: {results[-1]['note'] if not torch.cuda.is_available() else results[0]['note']}")
+        print(f"{r['benchmark']:<{width}}  {r['metric']:<20} {r['value']:>10.3f} {r['unit']}")
+    for note in dict.fromkeys(r["note"] for r in results):
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":
