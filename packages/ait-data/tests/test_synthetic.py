@@ -179,3 +179,9 @@ def test_index_out_of_range():
     with pytest.raises(IndexError):
         ds[2]
     assert len(list(ds)) == 2
+
+
+def test_empty_rooms_have_no_instances():
+    s = SyntheticRooms(length=1, height=64, width=64, num_objects=(0, 0))[0]
+    assert s["masks"].shape == (0, 64, 64) and s["boxes"].shape == (0, 4) and s["labels"].shape == (0,)
+    assert (s["depth_complete"] > 0).all()
