@@ -4,7 +4,8 @@ The interpreter tests check the arithmetic; this checks what only the real compi
 kernels pass Triton's GPU front end and ptxas with the launch configuration the host code picks for
 the paper's shapes (K = 128, D = 512), and fit in an H100's 227 KiB of shared memory per block.
 It compiles in a subprocess because this test session runs with TRITON_INTERPRET=1, under which the
-kernels are built as interpreted functions.
+kernels are built as interpreted functions.  The same subprocess checks the error for setting
+TRITON_INTERPRET only after the kernels were built for the GPU.
 """
 
 from __future__ import annotations
@@ -61,7 +62,17 @@ def compile_one(kernel, constexprs, pointer_types, options):
     return compiled.metadata.shared
 
 
-print(json.dumps({f"{l}/{c}/{m}": compile_all(l, c, int(m)) for l, c, m in json.loads(sys.argv[1])}))
+reports = {f"{l}/{c}/{m}": compile_all(l, c, int(m)) for l, c, m in json.loads(sys.argv[1])}
+
+# Kernels built for the GPU cannot take CPU tensors even if TRITON_INTERPRET is set afterwards.
+import os
+from ait_tokenizer import soft_lookup
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    soft_lookup(torch.zeros(2, 8), torch.zeros(8, 4), backend="triton")
+except RuntimeError as error:
+    reports["late_interpreter_error"] = str(error)
+print(json.dumps(reports))
 """
 
 
@@ -79,6 +90,7 @@ def test_kernels_compile_for_sm90_within_shared_memory():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "set TRITON_INTERPRET=1 before" in reports.pop("late_interpreter_error")
     assert len(reports) == len(CASES)
     for (logits_type, codebook_type, block_m), (precision, block_d) in CASES.items():
         report = reports[f"{logits_type}/{codebook_type}/{block_m}"]
