@@ -6,8 +6,10 @@ The fused Triton kernels are tested under the interpreter in test_soft_lookup_tr
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +169,11 @@ def test_module_imports_and_falls_back_without_triton():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_soft_lookup_md_example_runs():
+    text = (Path(__file__).resolve().parents[1] / "SOFT_LOOKUP.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "SOFT_LOOKUP.md has no python example"
+    for block in blocks:
+        exec(compile(block, "SOFT_LOOKUP.md", "exec"), {})
