@@ -80,7 +80,9 @@ class DepthHead(nn.Module):
     @torch.no_grad()
     def targets(self, depth: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) ground truth (0 = invalid, encoded as is: the tokenizer learnt to fill holes) -> ids (B,T)."""
-        codes = self.tokenizer.encode(depth.float())
+        # fp32 even under mixed precision: nearest-code search in fp16 can flip ties between codes
+        with torch.autocast(device_type=depth.device.type, enabled=False):
+            codes = self.tokenizer.encode(depth.float())
         return depth_to_sequence(codes, self.vocab)
 
     def loss(

@@ -81,7 +81,8 @@ class InstanceHead(nn.Module):
     def _empty_mask_code(self, device: torch.device) -> torch.Tensor:
         """Codes of an all-zero mask (the target of random "bad" boxes); recomputed so it follows the weights."""
         empty = torch.zeros(1, 1, *self.mask_size, device=device)
-        return self.tokenizer.encode(empty).flatten(1)[0]
+        with torch.autocast(device_type=empty.device.type, enabled=False):
+            return self.tokenizer.encode(empty).flatten(1)[0]
 
     @torch.no_grad()
     def build_targets(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -175,7 +176,8 @@ class InstanceHead(nn.Module):
             return codes_all, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1, *self.mask_size)
         rois = torch.stack(rois).to(device=device, dtype=torch.float32)
         crops = crop_masks(torch.cat(full_masks), rois, self.mask_size)
-        codes = self.tokenizer.encode(crops).flatten(1)  # (R, tokens_per_mask)
+        with torch.autocast(device_type=crops.device.type, enabled=False):  # fp32 nearest-code search
+            codes = self.tokenizer.encode(crops).flatten(1)  # (R, tokens_per_mask)
         for (image_idx, slot, _), code in zip(owners, codes, strict=True):
             codes_all[image_idx][slot] = code
         real = [i for i, owner in enumerate(owners) if owner[2] == 0]
