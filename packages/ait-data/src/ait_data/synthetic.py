@@ -478,10 +478,9 @@ def _texture_pattern(kind, tu, tv, noise_table) -> np.ndarray:
     return pattern
 
 
-def _sensor_holes(scene, sensor, depth, albedo, nx, ny, nz, dx, dy, dz) -> np.ndarray:
+def _sensor_holes(scene, sensor, depth, albedo, nx, ny, nz, dx, dy, dz, ray_norm) -> np.ndarray:
     """Pixels a structured-light sensor would miss: dark, glancing, edges, far, random blobs."""
     height, width = depth.shape
-    ray_norm = np.sqrt(dx * dx + dy * dy + dz * dz)
     cos_view = np.abs(nx * dx + ny * dy + nz * dz) / ray_norm
     luminance = 0.299 * albedo[0] + 0.587 * albedo[1] + 0.114 * albedo[2]
     invalid = (luminance < sensor.dark_albedo) | (cos_view < sensor.glancing_cos) | (depth > sensor.max_depth)
@@ -574,7 +573,8 @@ def render(scene: Scene, height: int, width: int, sensor: SensorModel | None = N
     rgb = np.sqrt(np.clip(albedo * shade, 0, 1))  # gamma 2 for display
     image = np.ascontiguousarray((rgb * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0))
 
-    invalid = _sensor_holes(scene, sensor, depth, albedo, nx, ny, nz, dx, dy, dz)
+    ray_norm = np.sqrt(a * a + b * b + 1)  # |d| does not depend on the camera rotation
+    invalid = _sensor_holes(scene, sensor, depth, albedo, nx, ny, nz, dx, dy, dz, ray_norm)
     sensor_depth = np.where(invalid, np.float32(0), depth)
     return {"image": image, "depth": sensor_depth, "depth_complete": depth, "object_index": obj}
 
