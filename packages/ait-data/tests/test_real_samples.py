@@ -128,3 +128,27 @@ def test_maskcoco_command(coco_sample, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "maskcoco" in captured.err and "100%" in captured.err  # tqdm progress bar
     assert f"wrote {len(MaskCoco(out))} masks" in captured.out
+
+
+def test_transforms_on_real_samples(coco_sample, nyu_sample, tmp_path):
+    import torch
+
+    from ait_data import DepthTransform, InstanceTransform, collate
+
+    coco = CocoInstances(coco_sample / "train2017_tinycoco", coco_sample / TINY)
+    s = coco[0]
+    height, width = s["image"].shape[:2]
+    out = InstanceTransform(train=False, canvas=640)(s)
+    assert out["scale"] == pytest.approx(640 / max(height, width)) and out["orig_size"] == (height, width)
+    assert out["image"].shape == (3, 640, 640) and out["masks"].shape == (len(s["labels"]), 640, 640)
+    assert torch.allclose(out["boxes"] / out["scale"], torch.from_numpy(s["boxes"]), atol=0.5)
+    train = InstanceTransform(train=True, canvas=320, seed=0)
+    batch = collate([train(coco[i]) for i in range(3)])
+    assert batch["image"].shape == (3, 3, 320, 320)
+
+    split = tmp_path / "split.txt"
+    split.write_text("/train_sync_metric3d/rgb_00000.jpg /train_sync_metric3d/sync_depth_00000.png\n")
+    frame = NYUDepthV2(nyu_sample, split)[0]
+    out = DepthTransform(train=True, crop=(480, 480), seed=0)(frame)
+    assert out["image"].shape == (3, 480, 480) and out["depth"].shape == (1, 480, 480)
+    assert 0 <= out["image"].min() and out["image"].max() <= 1
