@@ -1,1 +1,24 @@
-"""ait_decoder."""
+"""ait_decoder: the AiT neck + token decoder, vocabulary layout, sequences, cached and parallel decoding."""
+
+from ait_decoder.decoder import AiTDecoder, DecoderConfig, DecodingState
+from ait_decoder.generation import GenerationOutput, generate
+from ait_decoder.neck import Memory, Neck
+from ait_decoder.positional import sine_positions_2d
+from ait_decoder.sampling import greedy, soft_embedding, top_p_filter, top_p_sample
+from ait_decoder.vocab import VocabLayout
+
+__all__ = [
+    "AiTDecoder",
+    "DecoderConfig",
+    "DecodingState",
+    "GenerationOutput",
+    "Memory",
+    "Neck",
+    "VocabLayout",
+    "generate",
+    "greedy",
+    "sine_positions_2d",
+    "soft_embedding",
+    "top_p_filter",
+    "top_p_sample",
+]
