@@ -59,14 +59,14 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    depth_task_weight: float = 1.0  # weight of the whole depth loss in joint training (0.2 in the paper's joint)
+    depth_task_weight: float = 1.0  # weight of the whole depth loss in joint training (paper's joint: 0.2)
     depth_aux_weight: float = 1.0  # SILog on the soft-decoded depth
     silog_lambda: float = 0.5
     insseg_task_weight: float = 1.0
     box_weight: float = 1.0
     class_weight: float = 1.0
     mask_weight: float = 0.2
-    mask_aux_weight: float = 5.0  # Dice + MSE on soft-decoded masks, times mask_weight per supervised mask token
+    mask_aux_weight: float = 5.0  # Dice + MSE of soft-decoded masks, x mask_weight per supervised mask token
 
 
 @dataclass
@@ -77,7 +77,7 @@ class EvalConfig:
     max_depth: float = 10.0
     eigen_crop: bool = True
     clip_max: float | None = None  # BTS-style upper clip (None = the original: no upper clip)
-    window_width: int | None = None  # sliding-window width; None = the model's depth_size width (480)
+    window_width: int | None = None  # sliding-window width; None = the width of data.crop_size
     score_threshold: float = 0.0  # instance detections below this score are not submitted to COCO eval
 
 
