@@ -181,7 +181,7 @@ def test_mask_augmentation_touches_the_encoder_input_only():
     tokenizer.encoder.register_forward_hook(remember_input)
     out = tokenizer(x, generator=torch.Generator().manual_seed(0))
     blanked = (seen["input"] == 0).float().mean().item()
-    assert blanked == pytest.approx(0.5)  # 32 of 64 8x8 patches
+    assert blanked == pytest.approx(0.5)  # 128 of 256 4x4 patches
     assert out.recon_loss.item() == pytest.approx(((out.recon - x) ** 2).mean().item(), rel=1e-5)
     # eval mode: no augmentation
     seen.clear()

@@ -61,8 +61,9 @@ register_tokenizer(
         kind="mask", channels=(16, 32, 64, 128), num_codes=128, code_dim=512, input_size=(64, 64)
     ),
 )
-# CPU depth: 64x64 -> 8x8 tokens. The mask patch keeps the paper's ratio of patch to token cell (1/2 side
-# there: 16 vs 32) only approximately; 8 px patches give 64 patches per map, 32 blanked.
+# CPU depth: 64x64 -> 8x8 tokens. The mask patch keeps the paper's patch-to-token-cell ratio (16 px patches
+# in 32 px cells there, 4 px in 8 px cells here): with half the patches blanked, a token's cell is rarely
+# blanked whole (1/16 of the time), so every token still sees part of its input.
 register_tokenizer(
     "depth-small",
     TokenizerConfig(
@@ -74,7 +75,7 @@ register_tokenizer(
         kmeans_init=True,
         dead_code_threshold=1.0,
         mask_ratio=0.5,
-        mask_patch_size=8,
+        mask_patch_size=4,
     ),
 )
 # CPU masks: still 64x64 -> 4x4 = 16 tokens, so an instance stays 21 tokens in the solver's sequence.
