@@ -61,6 +61,17 @@ def predict_depth_tta(
     return total / count
 
 
+def depth_window_width(cfg) -> int:
+    """The sliding-window width of a config: eval.window_width, else the depth training crop's width.
+
+    That is 480 for the NYU configs and for the joint config too, whose 640x640 depth canvas then zero-pads
+    each 480x480 window (as its training crops were), rather than one window over the whole image.
+    """
+    if cfg.eval.window_width:
+        return int(cfg.eval.window_width)
+    return min(int(cfg.data.crop_size[1]), int(cfg.model.depth_size[1]))
+
+
 def _all_gather_objects(obj) -> list:
     if dist.is_available() and dist.is_initialized():
         gathered = [None] * dist.get_world_size()
@@ -111,7 +122,7 @@ def evaluate_depth(
     was_training = solver.training
     solver.eval()
     device = _model_device(solver)
-    window = eval_cfg.window_width or solver.depth_head.size[1]
+    window = eval_cfg.window_width or depth_window_width(solver.cfg)
     metrics = _depth_metrics_from(eval_cfg)
     try:
         for index, batch in enumerate(loader):
