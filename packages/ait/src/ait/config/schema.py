@@ -148,6 +148,7 @@ class Config:
     keep_checkpoints: int = 2  # iteration checkpoints kept besides latest.pt (0 = keep all)
     deterministic: bool = True  # torch.use_deterministic_algorithms on CPU; cudnn deterministic on GPU
     progress: bool = True  # tqdm progress bar on rank 0
+    num_threads: int | None = None  # torch CPU threads per process (None: torch's default)
 
     # -- serialisation (the JSON stored with every checkpoint) -------------------------------------------
     def to_dict(self) -> dict:

@@ -129,3 +129,4 @@ def validate_config(cfg: Config) -> None:
     )
     _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", ">= 0", cfg.keep_checkpoints)
     _check(bool(cfg.work_dir), "work_dir", "a directory path", cfg.work_dir)
+    _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", "None or >= 1", cfg.num_threads)

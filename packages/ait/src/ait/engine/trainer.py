@@ -179,6 +179,8 @@ class Trainer:
         self._print = log or print
         self.evaluate_enabled = evaluate
         self.work_dir = Path(cfg.work_dir)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         configure_determinism(cfg.deterministic, self.device)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
 
