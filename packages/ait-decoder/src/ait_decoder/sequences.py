@@ -239,7 +239,9 @@ def parse_instances(
     original image). ``labels (M,)``: class index. ``scores (M,)``: the probability of the predicted class
     under a softmax over the class logits plus the noise logit (noise column dropped, not renormalised);
     ones when ``logits`` is None. ``mask_codes (M, 16)`` (insseg only): mask codebook indices.
-    Every position must hold an id of its range (what restricted decoding produces), else ``ValueError``.
+    An object whose class token is the noise id (a target sequence's padding, or an unrestricted
+    prediction) gets label -1 and score 0. Every other position must hold an id of its range (what
+    restricted decoding produces), else ``ValueError``.
     """
     if ids.ndim != 1:
         raise ValueError(f"parse_instances takes one sequence (T,), received shape {tuple(ids.shape)}")
@@ -247,21 +249,23 @@ def parse_instances(
     allowed = vocab.allowed_ranges(task, length)  # raises unless whole objects
     vocab.check_ids(ids, "instance sequence ids")
     ids = ids.long().cpu()
-    outside = (ids < allowed[:, 0]) | (ids >= allowed[:, 1])
+    per_object = vocab.tokens_per_object(task)
+    class_position = torch.arange(length) % per_object == 4
+    outside = ((ids < allowed[:, 0]) | (ids >= allowed[:, 1])) & ~(class_position & (ids == vocab.noise_id))
     if outside.any():
         t = int(outside.nonzero()[0])
         raise ValueError(
             f"position {t} of the {task} sequence must hold an id in [{int(allowed[t, 0])}, {int(allowed[t, 1])}), "
             f"received {int(ids[t])}"
         )
-    per_object = vocab.tokens_per_object(task)
     objects = ids.view(-1, per_object)
+    is_noise = objects[:, 4] == vocab.noise_id
     result = {
         "boxes": dequantize_boxes(objects[:, :4] - vocab.coord[0], canvas, vocab.num_bins),
-        "labels": objects[:, 4] - vocab.classes[0],
+        "labels": torch.where(is_noise, -1, objects[:, 4] - vocab.classes[0]),
     }
     if logits is None:
-        result["scores"] = torch.ones(objects.shape[0])
+        result["scores"] = torch.where(is_noise, 0.0, 1.0)
     else:
         if logits.shape != (length, vocab.size):
             raise ValueError(f"logits must be ({length}, {vocab.size}), received {tuple(logits.shape)}")
@@ -271,7 +275,8 @@ def parse_instances(
             [class_logits[:, lo:hi], class_logits[:, vocab.noise_id : vocab.noise_id + 1]], dim=1
         )
         probs = torch.softmax(with_noise, dim=-1)[:, :-1]
-        result["scores"] = probs.gather(1, result["labels"][:, None])[:, 0]
+        scores = probs.gather(1, result["labels"].clamp(min=0)[:, None])[:, 0]
+        result["scores"] = torch.where(is_noise, 0.0, scores)
     if task == "insseg":
         result["mask_codes"] = objects[:, 5:] - vocab.mask_codes[0]
     return result
