@@ -279,3 +279,21 @@ def test_to_dict_from_dict_round_trip(base, values):
 def test_cfg_option_text_equals_the_python_value(value, iters):
     by_text = create_config("cpu_depth_tiny", [f"optim.lr={value!r}", f"optim.max_iters={iters}"])
     assert by_text.optim.lr == value and by_text.optim.max_iters == iters
+
+
+def test_tokenizer_configs_map_to_the_paper_recipes():
+    depth = create_config("ait_depth_vqvae")
+    assert config_kind("ait_depth_vqvae") == "tokenizer"
+    assert (depth.tokenizer, depth.optimizer, depth.lr, depth.weight_decay) == (
+        "depth-paper",
+        "adam",
+        3e-4,
+        0.0,
+    )
+    assert (depth.epochs, depth.batch_size, depth.decay_every, depth.decay_factor) == (20, 8, 500, 0.98)
+    mask = create_config("ait_insseg_vqvae", ["maskcoco=maskcoco_train2017.npz"])
+    assert (mask.tokenizer, mask.optimizer, mask.lr, mask.schedule) == ("mask-paper", "adamw", 3e-4, "cosine")
+    assert (mask.warmup_steps, mask.warmup_start_lr, mask.min_lr, mask.batch_size) == (500, 3e-7, 1e-6, 512)
+    assert mask.maskcoco == "maskcoco_train2017.npz"
+    with pytest.raises(ConfigError, match="did you mean: lr"):
+        create_config("ait_depth_vqvae", ["lrr=1"])
