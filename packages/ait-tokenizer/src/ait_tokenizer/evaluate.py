@@ -56,14 +56,25 @@ def _rmse(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 
 
 def evaluate_synthetic(
-    tokenizer: VQVAETokenizer, maps: int = 256, split: str = "test", seed: int = 0
+    tokenizer: VQVAETokenizer,
+    maps: int = 256,
+    split: str = "test",
+    seed: int = 0,
+    extra_hole_ratio: float = 0.0,
+    extra_hole_size: int = 8,
 ) -> dict:
+    """Held-out synthetic maps; ``extra_hole_ratio`` > 0 also blanks that share of ``extra_hole_size`` squares
+    of each input (seeded), a stand-in for the large dropouts real sensors have (windows, black surfaces)."""
     from ait_eval import depth_reconstruction_scores
+    from ait_tokenizer.augment import mask_augment
     from ait_tokenizer.data import SyntheticDepthMaps
 
     dataset = SyntheticDepthMaps(maps, tokenizer.config.input_size, split, seed, flip=False)
     samples = [dataset[i] for i in range(len(dataset))]
     x = torch.stack([s["x"] for s in samples])
+    if extra_hole_ratio > 0:
+        generator = torch.Generator().manual_seed(seed)
+        x = mask_augment(x, ratio=extra_hole_ratio, patch_size=extra_hole_size, generator=generator)
     complete = torch.stack([s["complete"] for s in samples])[:, 0].numpy()
     recon, ids = reconstruct(tokenizer, x)
     recon, depth = recon[:, 0].numpy(), x[:, 0].numpy()
@@ -72,6 +83,7 @@ def evaluate_synthetic(
     versus_valid = depth_reconstruction_scores(recon, depth, eigen_crop=False)
     return {
         "maps": maps,
+        "extra_hole_ratio": extra_hole_ratio,
         "hole_fraction": float(holes.mean()),
         "rmse_complete": versus_complete["rmse"],  # macro over maps, all pixels vs the complete depth
         "abs_rel_complete": versus_complete["abs_rel"],
@@ -141,13 +153,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--maps", type=int, default=256, help="synthetic: held-out maps")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: data seed")
+    parser.add_argument("--extra-holes", type=float, default=0.0, help="synthetic: share of squares blanked")
+    parser.add_argument(
+        "--extra-hole-size", type=int, default=8, help="synthetic: side of those squares (px)"
+    )
     parser.add_argument("--root", type=Path, help="nyu: folder searched for *depth*.png")
     parser.add_argument("--height", type=int, default=64, help="nyu: rows fed to the tokenizer")
     parser.add_argument("--ann-file", type=Path, help="coco: instances json")
     args = parser.parse_args(argv)
     tokenizer = load_tokenizer(args.checkpoint)
     if args.target == "synthetic":
-        result = evaluate_synthetic(tokenizer, args.maps, seed=args.seed)
+        result = evaluate_synthetic(
+            tokenizer,
+            args.maps,
+            seed=args.seed,
+            extra_hole_ratio=args.extra_holes,
+            extra_hole_size=args.extra_hole_size,
+        )
     elif args.target == "nyu":
         if args.root is None:
             parser.error("nyu needs --root")
