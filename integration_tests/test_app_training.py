@@ -225,3 +225,16 @@ def test_nan_loss_keeps_the_last_checkpoint(tmp_path):
     saved = sorted(p.name for p in (work / "checkpoints").iterdir())
     assert saved[-1] == f"iter_{step - 1:07d}.pt" and not any(n.startswith(".") for n in saved)
     shutil.rmtree(work)
+
+
+def test_quick_demo_writes_the_table_figure_and_report(tmp_path):
+    out = tmp_path / "demo"
+    run = _run([sys.executable, "-m", "ait", "demo", "--quick", "--out", str(out)])
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "| Model | D1 | D2 | D3 | Abs Rel | RMSE | Log10 | Box AP | Mask AP |" in run.stdout
+    assert "| predict-the-mean |" in run.stdout
+    for phase in ("depth tokenizer", "mask tokenizer", "task-solver training", "evaluation + figure"):
+        assert f"[demo] {phase}:" in run.stdout
+    report = (out / "results.md").read_text()
+    assert "predictions.png" in report and "images/s" in report
+    assert (out / "predictions.png").stat().st_size > 1000

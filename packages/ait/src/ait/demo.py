@@ -52,6 +52,7 @@ QUICK = {
     "tokenizer_steps": 4,
     "solver": {
         "optim.max_iters": 4,
+        "optim.warmup_iters": 1,
         "data.synthetic_train_length": 16,
         "data.synthetic_val_length": 4,
         "data.depth_batch": 2,
