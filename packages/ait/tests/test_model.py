@@ -121,6 +121,19 @@ def test_depth_loss_is_ce_plus_soft_silog():
     assert out["loss"].item() == pytest.approx(ce.item() + 0.7 * silog.item(), rel=1e-5)
 
 
+def test_soft_silog_sends_gradient_to_the_depth_code_logits_only():
+    solver = build(tiny_config(tasks=("depth",)))
+    head = solver.depth_head
+    with torch.no_grad():
+        head.tokenizer.decoder[-1].bias.fill_(2.0)  # an untrained decoder's output sits near 0 m
+    batch = depth_batch()
+    logits = torch.randn(2, 16, solver.vocab.size, requires_grad=True)
+    head.loss(logits, head.targets(batch["depth"]), batch["depth"])["silog"].backward()
+    start, stop = solver.vocab.depth_codes
+    assert logits.grad[..., start:stop].abs().sum() > 0
+    assert logits.grad[..., :start].abs().sum() == 0 and logits.grad[..., stop:].abs().sum() == 0
+
+
 def test_without_soft_token_there_is_no_auxiliary_loss():
     solver = build(tiny_config(soft_token=False)).train()
     out = solver.training_step(
