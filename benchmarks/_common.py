@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
@@ -31,3 +33,131 @@ def matmul_ceiling_flops(n: int = 1024, repeats: int = 5) -> float:
 
 def row(benchmark: str, metric: str, value: float, unit: str, note: str = "") -> dict:
     return {"benchmark": benchmark, "metric": metric, "value": float(value), "unit": unit, "note": note}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small fixed-seed depth runs on synthetic rooms (bench_quality, ablations)
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run a block with `count` torch threads, then restore the previous count.
+
+    The quality runs use one thread: results then do not depend on the machine's core count, and on a
+    crowded CPU one thread is faster than two fighting for a core.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train_depth_tokenizer(
+    out_dir: Path,
+    *,
+    steps: int,
+    batch_size: int = 16,
+    train_size: int = 512,
+    mask_ratio: float | None = None,
+    seed: int = 0,
+) -> Path:
+    """Train the CPU depth tokenizer (`cpu_depth_vqvae`, depth-small, 64x64 -> 8x8 tokens) for `steps` steps.
+
+    `mask_ratio=0.0` switches mask augmentation off (the preset blanks 50 % of 8x8 patches). Returns the
+    final checkpoint. Deterministic for a given seed (a fresh out_dir, no resume).
+    """
+    import shutil
+
+    from ait.config import create_config
+    from ait_tokenizer.train import train_tokenizer
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    overrides = {
+        "train_size": train_size,
+        "val_size": 16,
+        "epochs": 10_000,  # the run is bounded by max_steps
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "decay_every": max(1, steps // 10),
+        "val_every": 0,
+        "checkpoint_every": 0,
+        "log_every": max(1, steps),
+        "progress": False,
+        "resume": False,
+        "seed": seed,
+        "data_seed": 0,  # same maps for every seed: the seed varies the model, not the data
+    }
+    if mask_ratio is not None:
+        overrides["tokenizer_overrides"] = {"mask_ratio": float(mask_ratio)}
+    cfg = create_config("cpu_depth_vqvae", overrides)
+    return train_tokenizer(cfg, out_dir)
+
+
+def depth_solver_config(
+    tokenizer_checkpoint: Path,
+    work_dir: Path,
+    *,
+    steps: int,
+    batch: int,
+    train_size: int,
+    val_size: int,
+    seed: int = 0,
+    **overrides,
+):
+    """`cpu_depth_tiny` over a trained depth tokenizer, `steps` steps of `batch` images; dotted overrides."""
+    from ait.config import create_config
+
+    base = {
+        "model.depth_tokenizer.checkpoint": str(tokenizer_checkpoint),
+        "work_dir": str(work_dir),
+        "optim.max_iters": steps,
+        "optim.warmup_iters": max(1, steps // 20),
+        "data.depth_batch": batch,
+        "data.synthetic_train_length": train_size,
+        "data.synthetic_val_length": val_size,
+        "data.synthetic_seed": 0,
+        "checkpoint_interval": 0,
+        "log_interval": max(1, steps),
+        "progress": False,
+        "seed": seed,
+    }
+    return create_config("cpu_depth_tiny", {**base, **overrides})
+
+
+def mean_train_depth(cfg, limit: int = 256) -> float:
+    """Mean valid depth of the first `limit` training rooms: the predict-the-mean baseline's constant."""
+    import numpy as np
+
+    from ait.data import build_raw_dataset
+
+    dataset = build_raw_dataset(cfg, "depth", "train")
+    total, count = 0.0, 0
+    for index in range(min(limit, len(dataset))):
+        depth = np.asarray(dataset[index]["depth"], dtype=np.float64)
+        valid = depth > 0
+        total += float(depth[valid].sum())
+        count += int(valid.sum())
+    return total / max(count, 1)
+
+
+def train_and_evaluate_depth(cfg, model_factory=None) -> dict:
+    """Train `cfg` (quietly) and evaluate on its held-out split: {"metrics", "images_per_s", "wall_s"}."""
+    import shutil
+    import warnings
+
+    from ait.engine import Trainer, evaluate_solver
+
+    shutil.rmtree(cfg.work_dir, ignore_errors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(cfg, evaluate=False, log=lambda message: None, model_factory=model_factory)
+        result = trainer.train()
+        model = trainer.model.eval()
+        metrics = evaluate_solver(cfg, model)["depth"]
+    return {"metrics": metrics, "images_per_s": result.images_per_s, "wall_s": result.wall_s, "model": model}

@@ -62,9 +62,14 @@ def run_suite(names: list[str], quick: bool) -> tuple[list[dict], dict[str, str]
     unknown = sorted(set(names) - set(scripts))
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; available: {sorted(scripts)}")
+    import torch
+
     rows: list[dict] = []
     failures: dict[str, str] = {}
+    threads = torch.get_num_threads()
     for name in names:
+        # a script may pin torch to one thread (bench_data, bench_decoder); the next starts from the default
+        torch.set_num_threads(threads)
         start = time.perf_counter()
         print(f"== {name}", flush=True)
         try:
