@@ -348,3 +348,12 @@ def test_vectorised_parse_agrees_with_the_decoder_parser(joint_solver):
         torch.testing.assert_close(ours[b]["boxes"], ordered)
         assert torch.equal(ours[b]["labels"], ref["labels"])
         torch.testing.assert_close(ours[b]["scores"], ref["scores"])
+
+
+def test_paper_joint_config_builds_the_papers_vocabulary_and_sequences():
+    from ait.config.registry import create_config
+
+    solver = build(create_config("swinv2b_640reso_joint"))
+    assert solver.vocab.size == 2467  # the paper's layout with the 128 reserved ids
+    assert solver.decoder.config.tasks == {"depth": 400, "insseg": 2100}  # 20x20 depth grid, 100 x 21
+    assert solver.depth_head.tau == 1.0 and solver.cfg.loss.depth_task_weight == 0.2
