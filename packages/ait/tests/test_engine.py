@@ -296,3 +296,17 @@ def test_load_from_missing_file_names_it(tmp_path):
     cfg = _cfg(tmp_path, "lf", load_from=str(tmp_path / "det.pth"))
     with pytest.raises(FileNotFoundError, match=r"det\.pth"):
         _trainer(cfg)
+
+
+def test_augmented_samples_depend_on_the_draw_not_on_the_order_or_process_state():
+    from ait.data import build_train_dataset
+
+    cfg = create_config("cpu_depth_tiny", {"data.synthetic_train_length": 3})
+    dataset = build_train_dataset(cfg, "depth")
+    forward = [dataset[(i % 3, i)] for i in range(6)]
+    torch.manual_seed(123)  # global RNG state must not matter
+    backward = [dataset[(i % 3, i)] for i in reversed(range(6))][::-1]
+    for a, b in zip(forward, backward):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
+    # the same room drawn again later (another epoch) gets other augmentation
+    assert not torch.equal(forward[0]["image"], forward[3]["image"])
