@@ -251,6 +251,33 @@ class AiTDecoder(nn.Module):
         x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         return torch.addmm(self.output_bias, x, state.output_weight_t)
 
-    def generate(self, memory: Memory, task: str, length: int, **kwargs) -> GenerationOutput:
-        """Decode a sequence; see ``ait_decoder.generation.generate`` for the options."""
-        return generate(self, memory, task, length, **kwargs)
+    def generate(
+        self,
+        memory: Memory,
+        task: str,
+        length: int,
+        allowed: torch.Tensor | None = None,
+        strategy: str = "greedy",
+        top_p: float = 0.3,
+        soft_positions: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        parallel: bool = False,
+    ) -> GenerationOutput:
+        """Decode ``length`` tokens of ``task``: ``out.ids (B, T)``, ``out.logits (B, T, V)`` (raw logits).
+
+        See ``ait_decoder.generation.generate`` for the options.
+        """
+        return generate(
+            self,
+            memory,
+            task,
+            length,
+            allowed=allowed,
+            strategy=strategy,
+            top_p=top_p,
+            soft_positions=soft_positions,
+            generator=generator,
+            use_cache=use_cache,
+            parallel=parallel,
+        )
