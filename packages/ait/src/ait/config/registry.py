@@ -453,7 +453,7 @@ def _cpu_joint_demo() -> Config:
             synthetic_train_length=2000,
             synthetic_val_length=64,
         ),
-        optim=_cpu_optim(max_iters=500, lr=1.5e-3),
+        optim=_cpu_optim(max_iters=500, lr=1e-3),
         eval=EvalConfig(sliding_window=False, flip=True, eigen_crop=False),
         work_dir="demo_output/solver",
         log_interval=25,
