@@ -44,10 +44,19 @@ RATIO_TOLERANCES = {
 }
 # Deterministic quality figures (seeded, one thread): identical on one machine; the tolerance covers other
 # CPUs/BLAS builds, whose rounding differences grow through training.
+# The short run is chaotic under perturbation (k-means init, dead-code restarts): across seeds the solver's
+# RMSE spans -8 %..+9 % of seed 0's and the tokenizer's -44 %..+19 % (benchmarks/README.md, ablations).
+# Another CPU's rounding may act like such a perturbation, so the tolerances sit beyond those spreads while
+# still catching real breakage: +10 % keeps the depth RMSE below the predict-the-mean baseline (+12 %);
+# +50 % catches a tokenizer that stops learning (untrained: ~3.3 m vs 0.99 m).
 QUALITY_FIGURES = {
-    ("quality/depth", "rmse"): 0.05,
-    ("quality/tokenizer_synthetic", "rmse_complete"): 0.05,
+    ("quality/depth", "rmse"): 0.10,
+    ("quality/tokenizer_synthetic", "rmse_complete"): 0.50,
 }
+# With --from-rows, a ratio's tolerance is this many times its largest drop below the median of the stored
+# runs (rounded up to 5 %), at least RATIO_TOLERANCE and at most MAX_RATIO_TOLERANCE.
+SPREAD_MARGIN = 2.5
+MAX_RATIO_TOLERANCE = 0.6
 
 
 def compare(rows: list[dict], baseline: list[dict]) -> tuple[list[str], list[str]]:
@@ -92,6 +101,19 @@ def baseline_from(rows: list[dict]) -> list[dict]:
             tolerance = RATIO_TOLERANCES.get(key, RATIO_TOLERANCE)
             entries.append({**_key(r), "baseline": r["value"], "better": better, "tolerance": tolerance})
     return entries
+
+
+def _widen_from_spread(entries: list[dict], runs: list[list[dict]]) -> None:
+    """Ratio tolerances from the stored runs' spread: SPREAD_MARGIN x the largest drop below the median."""
+    for entry in entries:
+        key = (entry["benchmark"], entry["metric"])
+        if key in QUALITY_FIGURES or entry["better"] != "higher":
+            continue
+        values = [r["value"] for rows in runs for r in rows if (r["benchmark"], r["metric"]) == key]
+        drop = max(0.0, 1 - min(values) / entry["baseline"])
+        wanted = math.ceil(SPREAD_MARGIN * drop * 20) / 20
+        entry["tolerance"] = min(MAX_RATIO_TOLERANCE, max(entry["tolerance"], wanted))
+        entry["spread"] = {"min": min(values), "max": max(values), "runs": len(values)}
 
 
 def median_rows(runs: list[list[dict]]) -> list[dict]:
@@ -153,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.update:
         entries = baseline_from(rows)
+        if args.from_rows:
+            _widen_from_spread(entries, runs)
         BASELINE.write_text(json.dumps({"machine": machine_info(), "entries": entries}, indent=2) + "\n")
         print(f"wrote {len(entries)} entries to {BASELINE}")
         return 0
