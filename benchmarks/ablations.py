@@ -219,7 +219,7 @@ def to_markdown(records: list[dict], sizes: dict, seeds: list[int], wall_s: floa
         f"8x8 depth tokens), depth tokenizer {sizes['tokenizer_steps']} steps, every solver "
         f"{sizes['solver_steps']} steps x {sizes['batch']} images on {sizes['train_size']} training rooms, "
         f"held-out RMSE on {sizes['val_size']} rooms (split val, no TTA); seeds {seeds}; "
-        f"one torch thread; {wall_s / 60:.0f} min wall on {torch.get_num_threads()}-thread default machine.",
+        f"one torch thread; {wall_s / 60:.0f} min wall.",
         "",
         "| variant | depth RMSE (m) mean ± std | min .. max | δ1 mean | paper (NYUv2 RMSE) |",
         "|---|---:|---:|---:|---|",
