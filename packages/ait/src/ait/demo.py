@@ -229,7 +229,8 @@ def run_demo(
 
     baseline = mean_depth_baseline(_mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval)
     depth, coco = metrics.get("depth", {}), metrics.get("insseg", {})
-    table = format_results_table(depth, coco, name="AiT demo (joint)", baseline=baseline)
+    label = f"{'AiT-P' if cfg.model.parallel else 'AiT'} demo (joint)"
+    table = format_results_table(depth, coco, name=label, baseline=baseline)
     figure = _figure(cfg, solver, out / "predictions.png")
     t = _phase(timings, "evaluation + figure", t)
     timings["total"] = time.perf_counter() - start
