@@ -131,7 +131,7 @@ for _short, _name in SHORT.items():
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff==0.15.*", env=UV_ENV)
+    session.install("ruff==0.16.9", env=UV_ENV)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
