@@ -82,11 +82,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def collective_device() -> torch.device:
+    """Where tensors for a collective must live: NCCL only reduces CUDA tensors, gloo CPU ones."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (a copy; the input is untouched)."""
+    """Sum over ranks (a copy on the input's device; the input is untouched)."""
     out = tensor.detach().clone()
     if is_distributed():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        staged = out.to(collective_device())
+        dist.all_reduce(staged, op=dist.ReduceOp.SUM)
+        out = staged.to(tensor.device)
     return out
 
 
@@ -95,7 +104,9 @@ def all_reduce_mean(values: dict[str, float], device: torch.device | None = None
     if not is_distributed() or not values:
         return dict(values)
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device or "cpu")
+    tensor = torch.tensor(
+        [float(values[k]) for k in keys], dtype=torch.float64, device=device or collective_device()
+    )
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor /= dist.get_world_size()
     return dict(zip(keys, tensor.tolist()))
