@@ -357,3 +357,35 @@ def test_paper_joint_config_builds_the_papers_vocabulary_and_sequences():
     assert solver.vocab.size == 2467  # the paper's layout with the 128 reserved ids
     assert solver.decoder.config.tasks == {"depth": 400, "insseg": 2100}  # 20x20 depth grid, 100 x 21
     assert solver.depth_head.tau == 1.0 and solver.cfg.loss.depth_task_weight == 0.2
+
+
+@pytest.mark.parametrize(
+    ("name", "instance"),
+    [
+        ("swinv2b_480reso_depthonly", False),
+        ("swinv2b_640reso_detonly", False),
+        ("swinv2b_640reso_joint", True),
+    ],
+)
+def test_paper_configs_give_the_papers_vocabulary_and_overrides_are_not_ignored(name, instance):
+    from ait.config.registry import create_config
+    from ait.model.solver import build_vocab
+    from ait_decoder import VocabLayout
+
+    cfg = create_config(name)
+    assert build_vocab(cfg.model) == VocabLayout.paper(instance=instance)
+    cfg.model.num_classes = 20
+    fewer = build_vocab(cfg.model)
+    assert fewer.num_classes == 20 and fewer.size == VocabLayout.paper(instance=instance).size - 60
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_under_autocast_only_the_backbone_runs_in_half_precision(parallel):
+    # The original trains fp16 with the transformer kept in fp32; CPU autocast (bf16) exercises the same path.
+    solver = build(tiny_config(tasks=("depth",), parallel=parallel))
+    batch = depth_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert solver.backbone(batch["image"]).dtype == torch.bfloat16
+        memory = solver.encode_images(batch["image"])
+        logits = solver.teacher_forced_logits(memory, torch.zeros(2, 16, dtype=torch.long), "depth", 16)
+    assert memory.tokens.dtype == torch.float32 and logits.dtype == torch.float32

@@ -66,8 +66,21 @@ class TaskSolver(nn.Module):
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
     def encode_images(self, images: torch.Tensor):
-        """(B, 3, H, W) -> the decoder's memory (neck output) for that batch."""
-        return self.decoder.encode(self.backbone(images))
+        """(B, 3, H, W) -> the decoder's memory (neck output) for that batch.
+
+        Under fp16 autocast only the backbone runs in half precision: as in the original, the transformer
+        (neck + decoder) stays in fp32, where its attention logits cannot overflow.
+        """
+        features = self.backbone(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.decoder.encode(features.float())
+
+    def teacher_forced_logits(self, memory, input_ids: torch.Tensor | None, task: str, length: int):
+        """(B, T, V) training logits: teacher forcing (AiT) or the one masked pass (AiT-P), in fp32."""
+        with torch.autocast(memory.tokens.device.type, enabled=False):
+            if self.cfg.model.parallel:
+                return self.decoder(memory, None, task, parallel=True, length=length)
+            return self.decoder(memory, input_ids, task)
 
     # ----------------------------------------------------------------------------------------- training
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
@@ -106,10 +119,7 @@ class TaskSolver(nn.Module):
         images, depth = head.pad(depth_batch["image"], depth_batch["depth"])
         target_ids = head.targets(depth)
         memory = self.encode_images(images)
-        if self.cfg.model.parallel:
-            logits = self.decoder(memory, None, "depth", parallel=True, length=head.length)
-        else:
-            logits = self.decoder(memory, target_ids, "depth")
+        logits = self.teacher_forced_logits(memory, target_ids, "depth", head.length)
         terms = head.loss(logits, target_ids, depth)
         ce = terms["ce_sum"] / token_normaliser(terms["count"])
         loss = ce + head.aux_weight * terms["silog"] if head.soft_token else ce
@@ -127,10 +137,7 @@ class TaskSolver(nn.Module):
             raise ValueError(f"this solver has no {task!r} head (tasks {self.tasks})")
         targets = head.build_targets(inst_batch, generator)
         memory = self.encode_images(inst_batch["image"])
-        if self.cfg.model.parallel:
-            logits = self.decoder(memory, None, task, parallel=True, length=head.length)
-        else:
-            logits = self.decoder(memory, targets["input_ids"], task)
+        logits = self.teacher_forced_logits(memory, targets["input_ids"], task, head.length)
         terms = head.loss(logits, targets)
         normaliser = token_normaliser(terms["count"])
         ce = terms["ce_sum"] / normaliser
@@ -214,9 +221,8 @@ class TaskSolver(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ build
 def build_vocab(model: ModelConfig, depth_codes: int = 128, mask_codes: int = 128, tokens_per_mask: int = 16):
-    """The paper's layout when num_bins == 2000 (2467 ids with instance tasks, else 2339), else a small one."""
-    if model.num_bins == 2000:
-        return VocabLayout.paper(instance="insseg" in model.tasks)
+    """The layout the config asks for; the paper configs (2000 bins, 80 classes, 128-code tokenizers, 128
+    reserved ids with instance tasks) give exactly `VocabLayout.paper()`: 2467 ids, or 2339 without reserved."""
     return VocabLayout(
         num_bins=model.num_bins,
         num_classes=model.num_classes,
