@@ -310,3 +310,19 @@ def test_augmented_samples_depend_on_the_draw_not_on_the_order_or_process_state(
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
     # the same room drawn again later (another epoch) gets other augmentation
     assert not torch.equal(forward[0]["image"], forward[3]["image"])
+
+
+def test_training_crop_stays_when_augmentation_is_off():
+    from ait.data import build_train_dataset
+
+    cfg = create_config(
+        "cpu_depth_tiny",
+        {
+            "data.synthetic_train_length": 2,
+            "data.augment": False,
+            "data.image_size": (64, 96),
+            "data.crop_size": (64, 64),
+        },
+    )
+    sample = build_train_dataset(cfg, "depth")[(0, 0)]
+    assert sample["image"].shape[-2:] == (64, 64) and sample["depth"].shape[-2:] == (64, 64)

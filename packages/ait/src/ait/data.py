@@ -145,8 +145,14 @@ def _transform(cfg: Config, task: str, train: bool) -> Callable[[dict], dict]:
     d = cfg.data
     if task == "depth":
         if train:
+            # The training crop is part of the recipe (the head expects crop-sized inputs), so it stays
+            # when augmentation is off; only flip, photometric jitter and CutDepth are switched off.
             return DepthTransform(
-                train=d.augment, crop=tuple(d.crop_size), cutdepth_every=4 if d.augment else 0
+                train=True,
+                crop=tuple(d.crop_size),
+                cutdepth_every=4 if d.augment else 0,
+                flip_p=0.5 if d.augment else 0.0,
+                photometric_p=0.5 if d.augment else 0.0,
             )
         return DepthTransform(train=False, crop=None)
     canvas = cfg.model.canvas

@@ -102,7 +102,9 @@ class DataConfig:
     image_size: tuple[int, int] = (480, 640)  # full input (H, W); synthetic rooms are rendered at this size
     crop_size: tuple[int, int] = (480, 480)  # training crop for depth
     scale_range: tuple[float, float] = (0.1, 3.0)  # COCO scale jitter of the canvas in training
-    augment: bool = True  # photometric/geometric training augmentation (off: deterministic resize/crop only)
+    augment: bool = (
+        True  # flip, photometric jitter, CutDepth, scale jitter (off: the seeded training crop only)
+    )
     depth_batch: int = 24
     insseg_batch: int = 0
     eval_batch: int = 1  # per rank
