@@ -30,8 +30,6 @@ from ait_tokenizer.checkpoint import load_tokenizer
 from ait_tokenizer.model import VQVAETokenizer
 from ait_tokenizer.quantizer import utilisation
 
-EIGEN_ROWS, EIGEN_COLUMNS = (45, 471), (41, 601)
-
 
 @torch.no_grad()
 def reconstruct(
@@ -94,13 +92,6 @@ def evaluate_synthetic(
     }
 
 
-def read_depth_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image, dtype=np.float32) / 1000.0  # uint16 millimetres -> metres
-
-
 def nyu_depth_files(root: Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*depth*.png"))
     if not files:
@@ -112,7 +103,11 @@ def evaluate_nyu(tokenizer: VQVAETokenizer, root: str | Path, height: int = 64) 
     from ait_eval import depth_reconstruction_scores
 
     files = nyu_depth_files(Path(root))
-    gts = [read_depth_png(p)[slice(*EIGEN_ROWS), slice(*EIGEN_COLUMNS)] for p in files]
+    from ait_data.io import read_depth_png  # checks the PNG really is 16-bit millimetres
+    from ait_eval import EIGEN_CROP_480x640
+
+    top, bottom, left, right = EIGEN_CROP_480x640
+    gts = [read_depth_png(p)[top:bottom, left:right] for p in files]
     full_size = gts[0].shape
     ds = tokenizer.downsample
     height = max(ds, round(height / ds) * ds)
