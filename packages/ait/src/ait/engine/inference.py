@@ -79,7 +79,7 @@ def predict_files(
 
     Every image is decoded first, so an undecodable file fails before any prediction is written.
     """
-    from ait.evaluation import predict_depth_tta
+    from ait.evaluation import depth_window_width, predict_depth_tta
     from ait.visualize import save_prediction_grid
 
     images = [(Path(p), load_image(p)) for p in paths]
@@ -95,12 +95,18 @@ def predict_files(
         pred_depth = None
         instances = None
         if "depth" in tasks:
-            net_h, net_w = cfg.data.image_size
+            # As in evaluation: the training crop's height and, with sliding windows, the image's aspect
+            # (width a multiple of the backbone stride, at least one window); without them, one window.
+            window = depth_window_width(cfg)
+            net_h = int(cfg.data.crop_size[0])
+            net_w = window
+            if cfg.eval.sliding_window:
+                net_w = max(window, round(width * net_h / height / 32) * 32)
             resized = F.interpolate(rgb, size=(net_h, net_w), mode="bilinear", align_corners=False)
             pred = predict_depth_tta(
                 solver.predict_depth,
                 resized.to(device),
-                window_width=cfg.eval.window_width or cfg.model.depth_size[1],
+                window_width=window,
                 sliding_window=cfg.eval.sliding_window,
                 flip=cfg.eval.flip,
             )
