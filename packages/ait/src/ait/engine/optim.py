@@ -65,11 +65,12 @@ def _param_groups(model: nn.Module, cfg: OptimConfig, backbone_prefix: str) -> l
             group["params"] = [p for p in group["params"] if id(p) not in frozen]
         groups = [g for g in groups if g["params"]]
     else:
-        # no backbone (small stand-ins): the same no-decay rule, scale 1 everywhere
+        # no backbone (small stand-ins): the same no-decay rule as the backbone's groups, scale 1 everywhere
+        from ait_backbone.lr_decay import uses_weight_decay
+
         decay, no_decay = [], []
         for name, p in trainable:
-            skip = p.ndim <= 1 or any(k in name for k in ("embed", "prompt", "pos", "logit_scale", "rpe_mlp"))
-            (no_decay if skip else decay).append(p)
+            (decay if uses_weight_decay(name, p) else no_decay).append(p)
         groups = [
             {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
             {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
