@@ -10,16 +10,18 @@ from timm.layers import DropPath
 from ait_backbone import BackbonePreset, PadThenShiftBlock, create_backbone, get_preset, list_backbones
 
 PAPER = ["swinv2-b-480", "swinv2-l-480", "swinv2-b-640", "swinv2-l-640"]
-TINY = ["swinv2-tiny-cpu", "swinv2-tiny-cpu-coco"]
+TINY = ["swinv2-tiny-cpu", "swinv2-tiny-cpu-coco", "swinv2-convstem-cpu"]
 
-# name: (out_channels, num_layers, output map at the preset's size, per-stage (window, shift of odd blocks))
+# name: (out_channels, stride, num_layers, output map at the preset's size,
+#        per-stage (window, shift of odd blocks))
 DOCUMENTED = {
-    "swinv2-b-480": (1024, 29, (15, 15), [(30, 15), (30, 15), (30, 0), (15, 0)]),
-    "swinv2-l-480": (1536, 29, (15, 15), [(30, 15), (30, 15), (30, 0), (15, 0)]),
-    "swinv2-b-640": (1024, 29, (20, 20), [(30, 15), (30, 15), (30, 15), (15, 7)]),
-    "swinv2-l-640": (1536, 29, (20, 20), [(30, 15), (30, 15), (30, 15), (15, 7)]),
-    "swinv2-tiny-cpu": (256, 13, (4, 4), [(8, 4), (8, 4), (4, 0), (2, 0)]),
-    "swinv2-tiny-cpu-coco": (256, 13, (4, 4), [(8, 4), (8, 4), (4, 2), (2, 1)]),
+    "swinv2-b-480": (1024, 32, 29, (15, 15), [(30, 15), (30, 15), (30, 0), (15, 0)]),
+    "swinv2-l-480": (1536, 32, 29, (15, 15), [(30, 15), (30, 15), (30, 0), (15, 0)]),
+    "swinv2-b-640": (1024, 32, 29, (20, 20), [(30, 15), (30, 15), (30, 15), (15, 7)]),
+    "swinv2-l-640": (1536, 32, 29, (20, 20), [(30, 15), (30, 15), (30, 15), (15, 7)]),
+    "swinv2-tiny-cpu": (256, 32, 13, (4, 4), [(8, 4), (8, 4), (4, 0), (2, 0)]),
+    "swinv2-tiny-cpu-coco": (256, 32, 13, (4, 4), [(8, 4), (8, 4), (4, 2), (2, 1)]),
+    "swinv2-convstem-cpu": (64, 8, 7, (8, 8), [(8, 4), (8, 4)]),
 }
 
 
@@ -37,13 +39,13 @@ def test_registry_lists_the_paper_and_tiny_presets():
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTED))
 def test_preset_builds_with_documented_structure(name):
-    out_channels, num_layers, out_size, stages = DOCUMENTED[name]
+    out_channels, stride, num_layers, out_size, stages = DOCUMENTED[name]
     backbone = meta_backbone(name)
     size = backbone.preset.img_size
     with torch.device("meta"):  # B/L: shapes only, no compute or memory
         features = backbone(torch.empty(2, 3, size, size))
     assert features.shape == (2, out_channels, *out_size)
-    assert (backbone.out_channels, backbone.stride, backbone.num_layers) == (out_channels, 32, num_layers)
+    assert (backbone.out_channels, backbone.stride, backbone.num_layers) == (out_channels, stride, num_layers)
     for stage, (window, shift) in zip(backbone.layers, stages):
         for index, block in enumerate(stage.blocks):
             assert isinstance(block, PadThenShiftBlock)
@@ -87,7 +89,8 @@ def test_depth_presets_take_480x640_inputs(name):
 def test_tiny_presets_run_on_cpu_at_many_sizes(name, size, make_tiny):
     backbone = make_tiny(name)
     features = backbone(torch.randn(2, 3, *size))
-    assert features.shape == (2, 256, size[0] // 32, size[1] // 32)
+    channels, stride = DOCUMENTED[name][:2]
+    assert features.shape == (2, channels, size[0] // stride, size[1] // stride)
     assert torch.isfinite(features).all()
     # The output LayerNorm (random affine here) normalises each position over channels before its affine.
     norm = backbone.norm
@@ -190,3 +193,47 @@ def test_presets_are_plain_data():
     assert isinstance(preset, BackbonePreset)
     with pytest.raises(AttributeError):
         preset.embed_dim = 3  # frozen: a registry entry cannot be changed by accident
+
+
+def test_conv_stem_replaces_only_the_patch_projection():
+    from ait_backbone.swin import ConvStem
+
+    backbone = create_backbone("swinv2-convstem-cpu")
+    stem = backbone.patch_embed.proj
+    assert isinstance(stem, ConvStem)
+    strides = [m.stride[0] for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 1, 2, 1, 1]  # log2(patch 4) halvings, each followed by a stride-1 conv; 1x1 last
+    assert isinstance(backbone.patch_embed.norm, torch.nn.LayerNorm)  # timm's embedding norm is kept
+    images = torch.randn(2, 3, 32, 48)
+    assert stem(images).shape == (2, 32, 8, 12)
+    # the stem belongs to layer id 0 (lowest lr under layer decay), as the patch embedding it replaces
+    assert {backbone.layer_id(n) for n, _ in backbone.named_parameters() if n.startswith("patch_embed")} == {
+        0
+    }
+
+
+def test_conv_stem_learns_in_train_mode_and_is_deterministic_in_eval():
+    backbone = create_backbone("swinv2-convstem-cpu").train()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    backbone(images).square().mean().backward()
+    stem_grads = [p.grad for n, p in backbone.named_parameters() if n.startswith("patch_embed.proj")]
+    assert stem_grads and all(g is not None and g.abs().sum() > 0 for g in stem_grads)
+    batch_norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batch_norms and all(m.num_batches_tracked == 1 for m in batch_norms)
+    backbone.eval()
+    with torch.no_grad():  # eval: running statistics, so an image's features do not depend on its batch
+        alone = backbone(images[:1])
+        together = backbone(images)[:1]
+    torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"stem": "resnet"}, "stem must be 'patch' or 'conv'"),
+        ({"stem": "conv", "patch_size": 6}, "power of two"),
+    ],
+)
+def test_bad_stem_settings_are_clear_errors(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        create_backbone("swinv2-tiny-cpu", **overrides)

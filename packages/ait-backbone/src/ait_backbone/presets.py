@@ -36,6 +36,9 @@ class BackbonePreset:
     in_chans: int = 3
     mlp_ratio: float = 4.0
     out_indices: tuple[int, ...] = (-1,)  # stages whose (LayerNorm-ed) maps forward returns; -1 = last
+    # "patch": timm's patch embedding (one strided conv, as the paper); "conv": early convolutions (Xiao et al.
+    # 2021, "Early Convolutions Help Transformers See Better"), for models trained from scratch (see ConvStem)
+    stem: str = "patch"
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -63,6 +66,13 @@ class BackbonePreset:
                 raise ValueError(
                     f"preset {self.name!r}: stage {i} width {dim} is not divisible by {heads} heads"
                 )
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"preset {self.name!r}: stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(
+                f"preset {self.name!r}: a conv stem halves the resolution per step, so patch_size must be "
+                f"a power of two >= 2, got {self.patch_size}"
+            )
         if not self.out_indices:
             raise ValueError(f"preset {self.name!r}: out_indices must name at least one stage")
         for index in self.out_indices:
@@ -172,5 +182,22 @@ register_backbone(
         **{**_TINY, "drop_path_rate": 0.3},
         shift_stages=(True, True, True, True),
         description="tiny CPU SwinV2 (embed 32, depths 2/2/2/2) at 64-128 px, COCO-style shifts in every stage",
+    )
+)
+register_backbone(
+    BackbonePreset(
+        name="swinv2-convstem-cpu",
+        timm_name="swinv2_tiny_window8_256",
+        embed_dim=32,
+        depths=(2, 2),
+        num_heads=(1, 2),
+        img_size=64,
+        window_sizes=(8, 8),
+        pretrained_window_sizes=(0, 0),
+        shift_stages=(True, True),
+        drop_path_rate=0.1,
+        stem="conv",
+        description="CPU demo backbone trained from scratch: conv stem + two SwinV2 stages (embed 32), "
+        "stride 8 (8x8 output at 64 px); the patch-embedding tiny presets barely learn RGB -> depth in minutes",
     )
 )
