@@ -143,6 +143,7 @@ def _run(quick: bool) -> list[dict]:
             "naive": lambda m=memory: model.generate(m, "depth", length, allowed=allowed, use_cache=False),
             "original": lambda m=memory: original_style_generate(model, m, "depth", length, lo, hi),
             "ours": lambda m=memory: model.generate(m, "depth", length, allowed=allowed),
+            "ours_int8": lambda m=memory: model.generate(m, "depth", length, allowed=allowed, weights="int8"),
             "parallel": lambda m=memory: model.generate(m, "depth", length, allowed=allowed, parallel=True),
         }
         with torch.inference_mode():
@@ -153,6 +154,19 @@ def _run(quick: bool) -> list[dict]:
                 raise RuntimeError(
                     "naive / original-style / cached decoding disagree; the benchmark is invalid"
                 )
+            # int8 weights change the numbers: how often does each int8 step pick fp32's choice on the
+            # same prefix (teacher-forced fp32 logits of int8's own sequence)?
+            int8_ids = variants["ours_int8"]().ids
+            exact = model(memory, int8_ids, "depth")[..., lo:hi].argmax(-1) + lo
+            rows.append(
+                {
+                    "benchmark": f"decoder/ours_int8_agreement/b{batch}",
+                    "metric": "same_choice_as_fp32",
+                    "value": float((exact == int8_ids).float().mean()),
+                    "unit": "frac",
+                    "note": "fraction of int8 steps choosing fp32's greedy id given the same prefix",
+                }
+            )
             # Interleave the variants within each repeat so load changes on the shared CPU hit all alike.
             cpu: dict[str, list[float]] = {name: [] for name in variants}
             wall: dict[str, list[float]] = {name: [] for name in variants}
@@ -177,7 +191,15 @@ def _run(quick: bool) -> list[dict]:
                     "note": f"{note}; process CPU time, median of {len(seconds)}",
                 }
             )
-        for a, b in (("ours", "original"), ("ours", "naive"), ("parallel", "original"), ("parallel", "ours")):
+        pairs = (
+            ("ours", "original"),
+            ("ours", "naive"),
+            ("parallel", "original"),
+            ("parallel", "ours"),
+            ("ours_int8", "original"),
+            ("ours_int8", "ours"),
+        )
+        for a, b in pairs:
             for clock, times, suffix in ((cpu, "CPU time", ""), (wall, "wall time", "_wall")):
                 if suffix and a != "ours":
                     continue

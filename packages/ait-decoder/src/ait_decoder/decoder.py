@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ait_decoder.generation import GenerationOutput, generate
-from ait_decoder.layers import DecoderBlock, PackedDecoderBlock
+from ait_decoder.layers import DecoderBlock, PackedDecoderBlock, StepLinear
 from ait_decoder.neck import Memory, Neck
 
 
@@ -61,7 +61,7 @@ class DecodingState:
     length: int
     blocks: list[PackedDecoderBlock]
     positions: torch.Tensor  # (T, D) the task's learned position table, first T rows
-    output_weight_t: torch.Tensor  # (D, V) token embedding, transposed for the step's GEMV
+    output: StepLinear  # the tied token embedding + output bias, laid out for the step
 
     @property
     def batch_size(self) -> int:
@@ -220,9 +220,12 @@ class AiTDecoder(nn.Module):
 
     # --- cached autoregressive decoding ------------------------------------------------------------
     def start_decoding(
-        self, memory: Memory, task: str, length: int, batch: int | None = None
+        self, memory: Memory, task: str, length: int, batch: int | None = None, weights: str = "fp32"
     ) -> DecodingState:
-        """Project the memory's keys/values for every block once and allocate the self-attention caches."""
+        """Project the memory's keys/values for every block once and allocate the self-attention caches.
+
+        ``weights``: ``"fp32"`` (exact) or ``"int8"`` (weight-only int8 GEMVs on the CPU, see ``StepLinear``).
+        """
         batch = memory.batch_size if batch is None else batch
         self._check_task(task, length)
         memory_tokens = self._memory_tokens(memory, batch)
@@ -233,11 +236,13 @@ class AiTDecoder(nn.Module):
                 *block.memory_kv(memory_tokens),
                 memory_tokens.new_zeros(cache_shape),
                 memory_tokens.new_zeros(cache_shape),
+                weights=weights,
             )
             for block in self.blocks
         ]
         positions = self.task_positions[task][:length]
-        return DecodingState(task, length, blocks, positions, self.token_embed.weight.t().contiguous())
+        output = StepLinear.from_weight(self.token_embed.weight, self.output_bias, weights)
+        return DecodingState(task, length, blocks, positions, output)
 
     def decode_step(self, state: DecodingState, inputs: torch.Tensor, t: int) -> torch.Tensor:
         """Decoder input embedding of position ``t`` (B, D) -> logits (B, V); caches position ``t``.
@@ -248,8 +253,7 @@ class AiTDecoder(nn.Module):
         for block in state.blocks:
             x = block.step(x, t)
         norm = self.final_norm
-        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-        return torch.addmm(self.output_bias, x, state.output_weight_t)
+        return state.output(F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
 
     def generate(
         self,
@@ -263,6 +267,7 @@ class AiTDecoder(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         parallel: bool = False,
+        weights: str = "fp32",
     ) -> GenerationOutput:
         """Decode ``length`` tokens of ``task``: ``out.ids (B, T)``, ``out.logits (B, T, V)`` (raw logits).
 
@@ -280,4 +285,5 @@ class AiTDecoder(nn.Module):
             generator=generator,
             use_cache=use_cache,
             parallel=parallel,
+            weights=weights,
         )

@@ -70,6 +70,7 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     parallel: bool = False,
+    weights: str = "fp32",
 ) -> GenerationOutput:
     """Decode ``length`` tokens of ``task`` for every image of ``memory``.
 
@@ -79,12 +80,19 @@ def generate(
     input is the soft token ``softmax(restricted logits) @ embedding[lo:hi]`` instead of the embedding
     of the chosen id. ``use_cache=False`` re-decodes the whole prefix each step (slow reference, same
     results). ``parallel=True``: AiT-P, one forward pass over ``[prompt, mask_embed, ...]``.
+    ``weights``: ``"fp32"`` (exact) or ``"int8"``: the cached steps' matrix-vector products use weight-only
+    int8 copies of the weights (CPU; about 4x fewer bytes per step at batch 1, ids may differ from fp32
+    where logits nearly tie; see ``StepLinear``).
     Runs under ``torch.inference_mode`` with eval semantics (no dropout), whatever the model's mode.
     """
     ranges, soft = _check_options(model, length, allowed, soft_positions, strategy, top_p)
     model._check_task(task, length)
     if parallel and any(soft):
         raise ValueError("AiT-P (parallel=True) feeds mask embeddings, never outputs: soft_positions unused")
+    if weights != "fp32" and (parallel or not use_cache):
+        raise ValueError(
+            f"weights={weights!r} applies to the cached one-token steps only (use_cache=True, parallel=False)"
+        )
     # Decoding always has eval semantics (no dropout / drop-path), whichever mode the model is in.
     was_training = model.training
     model.eval()
@@ -93,7 +101,9 @@ def generate(
             if parallel:
                 out = _generate_parallel(model, memory, task, length, ranges, strategy, top_p, generator)
             elif use_cache:
-                out = _generate_cached(model, memory, task, length, ranges, soft, strategy, top_p, generator)
+                out = _generate_cached(
+                    model, memory, task, length, ranges, soft, strategy, top_p, generator, weights
+                )
             else:
                 out = _generate_uncached(
                     model, memory, task, length, ranges, soft, strategy, top_p, generator
@@ -111,9 +121,9 @@ def _next_input(model, logits, lo, hi, choice, soft):
     return F.embedding(choice, model.token_embed.weight)
 
 
-def _generate_cached(model, memory, task, length, ranges, soft, strategy, top_p, generator):
+def _generate_cached(model, memory, task, length, ranges, soft, strategy, top_p, generator, weights):
     batch = memory.batch_size
-    state = model.start_decoding(memory, task, length)
+    state = model.start_decoding(memory, task, length, weights=weights)
     ids = torch.empty(batch, length, dtype=torch.long, device=memory.tokens.device)
     all_logits = memory.tokens.new_empty(batch, length, model.config.vocab_size)
     inputs = model.prompt(task, batch)[:, 0]

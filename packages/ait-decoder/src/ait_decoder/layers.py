@@ -167,35 +167,84 @@ class DecoderBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm3(x)))
 
     def pack_for_decoding(
-        self, memory_k: torch.Tensor, memory_v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
+        self,
+        memory_k: torch.Tensor,
+        memory_v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        weights: str = "fp32",
     ) -> PackedDecoderBlock:
-        """This block's parameters and caches, laid out for one-token decoding steps."""
-
-        def transposed(linear: nn.Linear) -> torch.Tensor:
-            return linear.weight.t().contiguous()
-
+        """This block's parameters and caches, laid out for one-token decoding steps (see ``StepLinear``
+        for ``weights``)."""
         return PackedDecoderBlock(
             num_heads=self.self_attn.num_heads,
             norm1=self.norm1,
-            qkv_t=transposed(self.self_attn.qkv),
-            qkv_b=self.self_attn.qkv.bias,
-            proj_t=transposed(self.self_attn.proj),
-            proj_b=self.self_attn.proj.bias,
+            qkv=StepLinear.pack(self.self_attn.qkv, weights),
+            proj=StepLinear.pack(self.self_attn.proj, weights),
             norm2=self.norm2,
-            q_t=transposed(self.cross_attn.q),
-            q_b=self.cross_attn.q.bias,
-            cross_proj_t=transposed(self.cross_attn.proj),
-            cross_proj_b=self.cross_attn.proj.bias,
+            q=StepLinear.pack(self.cross_attn.q, weights),
+            cross_proj=StepLinear.pack(self.cross_attn.proj, weights),
             norm3=self.norm3,
-            fc1_t=transposed(self.mlp.fc1),
-            fc1_b=self.mlp.fc1.bias,
-            fc2_t=transposed(self.mlp.fc2),
-            fc2_b=self.mlp.fc2.bias,
+            fc1=StepLinear.pack(self.mlp.fc1, weights),
+            fc2=StepLinear.pack(self.mlp.fc2, weights),
             memory_k=memory_k,
             memory_v=memory_v,
             k_cache=k_cache,
             v_cache=v_cache,
         )
+
+
+DECODING_WEIGHTS = ("fp32", "int8")
+
+
+@dataclass
+class StepLinear:
+    """One ``nn.Linear`` laid out for decoding steps of a few rows: ``y = x Wᵀ + b (+ residual)``.
+
+    ``weights="fp32"``: the weight pre-transposed to ``(in, out)`` and contiguous; ``addmm`` on that layout
+    runs faster than ``F.linear`` on our CPU (MKL GEMV). Exact: the same numbers as the module.
+
+    ``weights="int8"``: weight-only int8 quantisation (gpt-fast's recipe for memory-bound decoding): each
+    output row scaled by ``max |w| / 127`` and rounded, activations cast to bfloat16 for torch's
+    ``_weight_int8pack_mm`` kernel, the result returned in float32. A step at batch 1 streams every weight
+    once, so 4x fewer bytes is most of the step; the numbers change (greedy ids can differ from fp32 where
+    two logits nearly tie). CPU only (the kernel we rely on).
+    """
+
+    bias: torch.Tensor
+    weight_t: torch.Tensor | None = None  # fp32: (in, out)
+    qweight: torch.Tensor | None = None  # int8: (out, in)
+    scales: torch.Tensor | None = None  # int8: (out,) bfloat16
+
+    @classmethod
+    def pack(cls, linear: nn.Linear, weights: str = "fp32") -> StepLinear:
+        return cls.from_weight(linear.weight, linear.bias, weights)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor, weights: str = "fp32") -> StepLinear:
+        """``weight (out, in)``, ``bias (out,)``."""
+        if weights == "fp32":
+            return cls(bias=bias, weight_t=weight.t().contiguous())
+        if weights != "int8":
+            raise ValueError(f"decoding weights must be one of {DECODING_WEIGHTS}, received {weights!r}")
+        if weight.device.type != "cpu":
+            raise ValueError(
+                f"int8 decoding weights run on the CPU only (torch's _weight_int8pack_mm); the model is on "
+                f"{weight.device.type}: use weights='fp32' there"
+            )
+        scales = weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        qweight = torch.round(weight / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+        return cls(bias=bias, qweight=qweight.contiguous(), scales=scales.to(torch.bfloat16))
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, in) float32 -> (B, out) float32, plus ``residual`` (B, out) when given."""
+        if self.weight_t is not None:
+            if residual is None:
+                return torch.addmm(self.bias, x, self.weight_t)
+            return torch.addmm(residual, x, self.weight_t).add_(self.bias)
+        y = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.qweight, self.scales)
+        y = torch.add(self.bias, y)  # float32 + bfloat16 -> float32
+        return y if residual is None else y.add_(residual)
 
 
 @dataclass
@@ -204,28 +253,21 @@ class PackedDecoderBlock:
     the last row (eval mode: no dropout), with less per-step work.
 
     Why this layout: at batch 1 a decoding step is six small matrix-vector products per block, bound
-    by streaming ~3.6 MB of weights; ``addmm`` with the weight pre-transposed to ``(in, out)`` and
-    contiguous runs faster than ``F.linear`` on this CPU (MKL GEMV), and calling ``torch`` ops on 2-D
-    tensors directly skips module dispatch. Memory keys/values come precomputed (once per image);
-    ``k_cache``/``v_cache`` ``(B, H, T, d)`` are preallocated and written in place at position ``t``.
+    by streaming ~3.6 MB of weights (``StepLinear``); calling ``torch`` ops on 2-D tensors directly skips
+    module dispatch. Memory keys/values come precomputed (once per image); ``k_cache``/``v_cache``
+    ``(B, H, T, d)`` are preallocated and written in place at position ``t``.
     """
 
     num_heads: int
     norm1: nn.LayerNorm
-    qkv_t: torch.Tensor
-    qkv_b: torch.Tensor
-    proj_t: torch.Tensor
-    proj_b: torch.Tensor
+    qkv: StepLinear
+    proj: StepLinear
     norm2: nn.LayerNorm
-    q_t: torch.Tensor
-    q_b: torch.Tensor
-    cross_proj_t: torch.Tensor
-    cross_proj_b: torch.Tensor
+    q: StepLinear
+    cross_proj: StepLinear
     norm3: nn.LayerNorm
-    fc1_t: torch.Tensor
-    fc1_b: torch.Tensor
-    fc2_t: torch.Tensor
-    fc2_b: torch.Tensor
+    fc1: StepLinear
+    fc2: StepLinear
     memory_k: torch.Tensor
     memory_v: torch.Tensor
     k_cache: torch.Tensor
@@ -236,22 +278,20 @@ class PackedDecoderBlock:
         batch, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         # causal self-attention: position t attends to the cached positions 0..t
-        qkv = torch.addmm(self.qkv_b, _layer_norm(x, self.norm1), self.qkv_t).view(
-            batch, 3, heads, 1, head_dim
-        )
+        qkv = self.qkv(_layer_norm(x, self.norm1)).view(batch, 3, heads, 1, head_dim)
         self.k_cache[:, :, t : t + 1].copy_(qkv[:, 1])
         self.v_cache[:, :, t : t + 1].copy_(qkv[:, 2])
         y = F.scaled_dot_product_attention(
             qkv[:, 0], self.k_cache[:, :, : t + 1], self.v_cache[:, :, : t + 1]
         )
-        x = torch.addmm(x, y.view(batch, dim), self.proj_t).add_(self.proj_b)  # x + proj(y)
+        x = self.proj(y.view(batch, dim), residual=x)
         # cross-attention to the image memory (keys/values computed once per image)
-        q = torch.addmm(self.q_b, _layer_norm(x, self.norm2), self.q_t).view(batch, heads, 1, head_dim)
+        q = self.q(_layer_norm(x, self.norm2)).view(batch, heads, 1, head_dim)
         y = F.scaled_dot_product_attention(q, self.memory_k, self.memory_v)
-        x = torch.addmm(x, y.view(batch, dim), self.cross_proj_t).add_(self.cross_proj_b)
+        x = self.cross_proj(y.view(batch, dim), residual=x)
         # MLP
-        hidden = F.gelu(torch.addmm(self.fc1_b, _layer_norm(x, self.norm3), self.fc1_t))
-        return torch.addmm(x, hidden, self.fc2_t).add_(self.fc2_b)
+        hidden = F.gelu(self.fc1(_layer_norm(x, self.norm3)))
+        return self.fc2(hidden, residual=x)
 
 
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
