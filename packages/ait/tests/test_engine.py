@@ -326,3 +326,26 @@ def test_training_crop_stays_when_augmentation_is_off():
     )
     sample = build_train_dataset(cfg, "depth")[(0, 0)]
     assert sample["image"].shape[-2:] == (64, 64) and sample["depth"].shape[-2:] == (64, 64)
+
+
+def test_evaluation_may_change_decoding_settings_but_not_the_architecture():
+    from ait.engine.checkpoint import config_differences
+
+    saved = create_config("cpu_joint_tiny")
+    decoding = create_config(
+        "cpu_joint_tiny",
+        {
+            "model.top_p": 0.5,
+            "model.tau_depth": 0.5,
+            "model.soft_input": False,
+            "model.decode_weights": "int8",
+        },
+    )
+    assert config_differences(saved, decoding, architecture_only=True) == []
+    # resuming training: tau / top_p / soft input are part of the run; the decoding weights are not
+    resumed = config_differences(saved, decoding)
+    assert [d.split(":")[0] for d in resumed] == ["model.soft_input", "model.tau_depth", "model.top_p"]
+    wider = create_config("cpu_joint_tiny", {"model.d_model": 32})
+    assert [d.split(":")[0] for d in config_differences(saved, wider, architecture_only=True)] == [
+        "model.d_model"
+    ]

@@ -75,9 +75,12 @@ OPERATIONAL_KEYS = (
     "model.backbone_checkpoint",
     "model.depth_tokenizer.checkpoint",
     "model.mask_tokenizer.checkpoint",
+    "model.decode_weights",  # inference only: never changes training
 )
-# For evaluation/prediction only the architecture matters.
+# For evaluation/prediction only the architecture matters: model.* keys, less the decoding settings a user
+# may change at evaluation time (the original's test-time overrides of top_p / tau work the same way).
 _ARCHITECTURE_PREFIX = "model."
+INFERENCE_KEYS = ("model.tau_depth", "model.tau_mask", "model.top_p", "model.soft_input")
 
 
 def checkpoint_path(work_dir: str | os.PathLike, step: int) -> Path:
@@ -157,7 +160,7 @@ def config_differences(saved: Config, current: Config, *, architecture_only: boo
     a, b = _flatten(saved.to_dict()), _flatten(current.to_dict())
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if architecture_only and not key.startswith(_ARCHITECTURE_PREFIX):
+        if architecture_only and (not key.startswith(_ARCHITECTURE_PREFIX) or key in INFERENCE_KEYS):
             continue
         if any(key == k or (k.endswith(".") and key.startswith(k)) for k in OPERATIONAL_KEYS):
             continue
