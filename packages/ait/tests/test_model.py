@@ -269,6 +269,25 @@ def test_predict_shapes(joint_solver):
         assert ((result["scores"] > 0) & (result["scores"] < 1)).all()
 
 
+def test_int8_decode_weights_reach_the_autoregressive_steps(monkeypatch):
+    solver = build(tiny_config(tasks=("depth",), soft_input=False)).eval()
+    images = torch.rand(2, 3, SIZE, SIZE)
+    exact = solver.predict_depth(images)
+    seen = []
+    generate = solver.decoder.generate
+    monkeypatch.setattr(
+        solver.decoder, "generate", lambda *a, **k: seen.append(k["weights"]) or generate(*a, **k)
+    )
+    solver.cfg.model.decode_weights = "int8"
+    int8 = solver.predict_depth(images)
+    assert seen == ["int8"]
+    # same decoder, weights rounded to int8: the decoded depth moves a little, not arbitrarily
+    assert (int8 - exact).abs().max() < 0.25 * exact.abs().max()
+    solver.cfg.model.decode_weights = "int4"
+    with pytest.raises(Exception, match="decode_weights"):
+        solver.cfg.validate()
+
+
 def test_detection_only_has_no_mask_tokens():
     solver = build(tiny_config(tasks=("det",))).train()
     out = solver.training_step({"det": instance_batch()}, torch.Generator().manual_seed(0))

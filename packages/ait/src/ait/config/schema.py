@@ -48,6 +48,9 @@ class ModelConfig:
     tau_depth: float = 0.8
     tau_mask: float = 1.0
     top_p: float = 0.3
+    # weights of the cached autoregressive steps: "fp32" (exact) or "int8" (weight-only int8 GEMVs on the
+    # CPU, about 2x faster decoding at batch 1, not bit-exact; ait_decoder.layers.StepLinear)
+    decode_weights: str = "fp32"
     max_objects: int = 100
     canvas: int = 640  # instance coordinate canvas (pixels)
     # (H, W) the depth head sees: the training crop (480x480), or the joint canvas (640x640) where smaller

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ait.config.overrides import ConfigError
+from ait_decoder.layers import DECODING_WEIGHTS
 
 if TYPE_CHECKING:
     from ait.config.schema import Config
@@ -78,6 +79,12 @@ def validate_config(cfg: Config) -> None:
     # model numbers the engine relies on
     _check(m.tau_depth > 0 and m.tau_mask > 0, "model.tau_depth/tau_mask", "> 0", (m.tau_depth, m.tau_mask))
     _check(0 < m.top_p <= 1, "model.top_p", "in (0, 1]", m.top_p)
+    _check(
+        m.decode_weights in DECODING_WEIGHTS,
+        "model.decode_weights",
+        f"one of {DECODING_WEIGHTS}",
+        m.decode_weights,
+    )
     _check(0 <= m.dropout < 1, "model.dropout", "in [0, 1)", m.dropout)
     _check(0 <= m.drop_path < 1, "model.drop_path", "in [0, 1)", m.drop_path)
     _check(0 <= m.backbone_drop_path < 1, "model.backbone_drop_path", "in [0, 1)", m.backbone_drop_path)

@@ -175,6 +175,7 @@ class TaskSolver(nn.Module):
             if soft_input
             else None,
             parallel=model.parallel,
+            weights="fp32" if model.parallel else model.decode_weights,
         )
         return head.decode(out.ids, out.logits)[..., :height, :width]
 
@@ -209,6 +210,7 @@ class TaskSolver(nn.Module):
             soft_positions=head.soft_positions().to(images.device) if soft_input else None,
             generator=generator,
             parallel=model.parallel,
+            weights="fp32" if model.parallel else model.decode_weights,
         )
         return head.parse(out.ids, out.logits, scale=scale, orig_size=orig_size)
 
