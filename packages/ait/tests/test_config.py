@@ -129,8 +129,9 @@ def test_soft_token_tau_drop_path_loss_weights_and_load_from():
 
 
 def test_cpu_configs_use_the_tiny_backbone_and_small_tokenizers():
+    assert create_config("cpu_depth_tiny").model.backbone == "swinv2-tiny-cpu"
     cfg = create_config("cpu_joint_demo")
-    assert cfg.model.backbone == "swinv2-tiny-cpu"
+    assert cfg.model.backbone == "swinv2-convstem-cpu"  # trained from scratch: conv stem, stride 8
     assert cfg.model.depth_tokenizer.preset == "depth-small"
     assert cfg.model.mask_tokenizer.preset == "mask-small"
     assert cfg.data.dataset == "synthetic" and max(cfg.data.image_size) <= 128
