@@ -1,4 +1,4 @@
-"""Decoder benchmark: tokens/s of four ways to decode 225 depth tokens over 225 memory positions (CPU).
+"""Decoder benchmark: tokens/s of five ways to decode 225 depth tokens over 225 memory positions (CPU).
 
 - ``naive``: no cache at all; every step re-runs the decoder over the whole prefix
   (``generate(use_cache=False)``).
@@ -9,8 +9,11 @@
 - ``ours``: ``generate(use_cache=True)``: memory K/V projected once per image, a preallocated cache
   written in place, fused projections and ``F.scaled_dot_product_attention``.
 - ``parallel``: AiT-P as one forward pass (the original loops 225 steps for it too).
+- ``ours_int8``: ``generate(weights="int8")``: the cached steps with weight-only int8 GEMVs (gpt-fast's
+  recipe; not exact, so it is timed but not part of the same-ids check; the row ``ours_int8_agreement``
+  gives the fraction of its steps that pick fp32's greedy id on the same prefix).
 
-All four run greedy decoding on the same random-weight paper-width decoder (width 256, 6 decoder
+All run greedy decoding on the same random-weight paper-width decoder (width 256, 6 decoder
 layers, 8 heads, FFN 1024) under ``torch.inference_mode``; the script checks that naive, original-style
 and ours pick the same ids before timing them. Ratios are medians over repeats measured side by side.
 
@@ -22,13 +25,12 @@ are reported too (rows ``*_wall``).
 
     python benchmarks/bench_decoder.py [--quick] [--profile]
 
-Measured on the shared 2-core AMD EPYC dev box (AVX512, MKL), 225 tokens, CPU time, medians of 3:
-ours/original 2.5x at batch 1 and 5.5x at batch 8, ours/naive 8.8x / 24.5x, parallel/original
-35x / 26x. What limits batch 1: a step streams ~24 MB of fp32 weights through six small GEMVs per block
-plus the 2339-way output layer; those GEMVs alone take ~2.5 ms of the ~4.2 ms CPU per step, the rest
-is ~160 small-op dispatches (layer norms, cache writes, SDPA, residual adds). ``torch.compile`` of a
-static-shape step (attention over the whole cache with a mask, cache written by ``index_copy_``) was
-tried: same ids, no gain (4.0 vs 3.8 ms/step) after an 84 s compile on this box, so the step stays eager.
+Measured figures and what limits batch 1: see "Decoder" in benchmarks/README.md. In short, a batch-1 step
+streams ~24 MB of fp32 weights through six GEMVs per block plus the 2339-way output layer, and those
+GEMVs are most of the step; the original-style loop pays the same GEMVs plus its per-step memory K/V
+projection, so the fp32 ratio is bounded by that split. int8 weights cut the streamed bytes 4x.
+``torch.compile`` of a static-shape step (attention over the whole cache with a mask, cache written by
+``index_copy_``) was tried: same ids, no gain (4.0 vs 3.8 ms/step) after an 84 s compile on this box.
 """
 
 from __future__ import annotations
