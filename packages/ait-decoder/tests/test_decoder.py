@@ -118,6 +118,45 @@ def test_soft_next_token_input():
     torch.testing.assert_close(logits[:, 6], cached.logits[:, 6], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", [{}, {"use_cache": False}, {"parallel": True}])
+def test_logit_span_computes_only_those_ids_and_chooses_the_same(mode):
+    model = make_tiny_decoder(torch.float64)
+    memory = model.encode(random_features(2, torch.float64))
+    vocab = make_tiny_vocab()
+    for task, length, span in (("depth", 16, vocab.depth_codes), ("insseg", 27, (0, vocab.mask_codes[1]))):
+        allowed = vocab.allowed_ranges(task, length)
+        full = model.generate(memory, task, length, allowed=allowed, **mode)
+        spanned = model.generate(memory, task, length, allowed=allowed, logit_span=span, **mode)
+        assert torch.equal(spanned.ids, full.ids)
+        lo, hi = span
+        torch.testing.assert_close(
+            spanned.logits[..., lo:hi], full.logits[..., lo:hi], rtol=1e-12, atol=1e-12
+        )
+        assert (
+            torch.isneginf(spanned.logits[..., :lo]).all() and torch.isneginf(spanned.logits[..., hi:]).all()
+        )
+        assert torch.isfinite(full.logits).all()
+    with pytest.raises(ValueError, match="outside logit_span"):
+        model.generate(
+            memory, "insseg", 27, allowed=vocab.allowed_ranges("insseg", 27), logit_span=vocab.depth_codes
+        )
+    with pytest.raises(ValueError, match="vocab span"):
+        model.generate(memory, "depth", 4, logit_span=(5, 5))
+
+
+def test_step_output_layer_has_the_span_rows_only():
+    model = make_tiny_decoder()
+    memory = model.encode(random_features(1))
+    lo, hi = make_tiny_vocab().depth_codes
+    state = model.start_decoding(memory, "depth", 4, vocab_span=(lo, hi))
+    assert state.vocab_span == (lo, hi) and state.output.weight_t.shape == (model.config.d_model, hi - lo)
+    with torch.inference_mode():
+        step = model.decode_step(state, model.prompt("depth", 1)[:, 0], 0)
+        full = model.decode_step(model.start_decoding(memory, "depth", 4), model.prompt("depth", 1)[:, 0], 0)
+    assert step.shape == (1, hi - lo)
+    torch.testing.assert_close(step, full[:, lo:hi])
+
+
 def test_parallel_single_pass_equals_the_step_loop():
     """AiT-P: one pass == the original's loop of steps that each feed the mask embedding."""
     model = make_tiny_decoder(torch.float64, tasks={"depth": 225})

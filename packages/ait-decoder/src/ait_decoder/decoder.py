@@ -61,7 +61,8 @@ class DecodingState:
     length: int
     blocks: list[PackedDecoderBlock]
     positions: torch.Tensor  # (T, D) the task's learned position table, first T rows
-    output: StepLinear  # the tied token embedding + output bias, laid out for the step
+    output: StepLinear  # the tied token embedding + output bias (rows vocab_span), laid out for the step
+    vocab_span: tuple[int, int]  # [lo, hi): the ids whose logits a step computes
 
     @property
     def batch_size(self) -> int:
@@ -152,12 +153,31 @@ class AiTDecoder(nn.Module):
             return tokens.expand(batch, -1, -1)
         raise ValueError(f"memory holds {tokens.shape[0]} images but the sequences a batch of {batch}")
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Final LayerNorm, then the tied output layer: (…, D) -> (…, V)."""
-        return F.linear(self.final_norm(hidden), self.token_embed.weight, self.output_bias)
+    def check_vocab_span(self, vocab_span: tuple[int, int] | None) -> tuple[int, int]:
+        """``(lo, hi)`` of a span of ids (all V when None), validated."""
+        vocab = self.config.vocab_size
+        if vocab_span is None:
+            return 0, vocab
+        lo, hi = (int(v) for v in vocab_span)
+        if not 0 <= lo < hi <= vocab:
+            raise ValueError(f"vocab span must satisfy 0 <= lo < hi <= {vocab}, received {tuple(vocab_span)}")
+        return lo, hi
 
-    def decode_embeddings(self, inputs: torch.Tensor, memory: Memory, task: str) -> torch.Tensor:
-        """Run the decoder over given input embeddings (B, T, D) (positions not yet added) -> logits (B, T, V).
+    def logits(self, hidden: torch.Tensor, vocab_span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Final LayerNorm, then the tied output layer: (…, D) -> (…, V), or (…, hi - lo) for the ids of
+        ``vocab_span = (lo, hi)`` only."""
+        lo, hi = self.check_vocab_span(vocab_span)
+        return F.linear(self.final_norm(hidden), self.token_embed.weight[lo:hi], self.output_bias[lo:hi])
+
+    def decode_embeddings(
+        self,
+        inputs: torch.Tensor,
+        memory: Memory,
+        task: str,
+        vocab_span: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Run the decoder over given input embeddings (B, T, D) (positions not yet added) -> logits (B, T, V)
+        (or over the ids of ``vocab_span`` only, see ``logits``).
 
         Causal self-attention; cross-attention keys/values of the memory are projected here, per call.
         """
@@ -167,7 +187,7 @@ class AiTDecoder(nn.Module):
         x = inputs + self.task_positions[task][:length]
         for block in self.blocks:
             x = block(x, *block.memory_kv(memory_tokens))
-        return self.logits(x)
+        return self.logits(x, vocab_span)
 
     def prompt(self, task: str, batch: int) -> torch.Tensor:
         """The learned task prompt as a first input: (B, 1, D)."""
@@ -220,12 +240,20 @@ class AiTDecoder(nn.Module):
 
     # --- cached autoregressive decoding ------------------------------------------------------------
     def start_decoding(
-        self, memory: Memory, task: str, length: int, batch: int | None = None, weights: str = "fp32"
+        self,
+        memory: Memory,
+        task: str,
+        length: int,
+        batch: int | None = None,
+        weights: str = "fp32",
+        vocab_span: tuple[int, int] | None = None,
     ) -> DecodingState:
         """Project the memory's keys/values for every block once and allocate the self-attention caches.
 
         ``weights``: ``"fp32"`` (exact) or ``"int8"`` (weight-only int8 GEMVs on the CPU, see ``StepLinear``).
+        ``vocab_span (lo, hi)``: steps compute the logits of ids ``lo..hi-1`` only (default: all V).
         """
+        lo, hi = self.check_vocab_span(vocab_span)
         batch = memory.batch_size if batch is None else batch
         self._check_task(task, length)
         memory_tokens = self._memory_tokens(memory, batch)
@@ -241,11 +269,12 @@ class AiTDecoder(nn.Module):
             for block in self.blocks
         ]
         positions = self.task_positions[task][:length]
-        output = StepLinear.from_weight(self.token_embed.weight, self.output_bias, weights)
-        return DecodingState(task, length, blocks, positions, output)
+        output = StepLinear.from_weight(self.token_embed.weight[lo:hi], self.output_bias[lo:hi], weights)
+        return DecodingState(task, length, blocks, positions, output, (lo, hi))
 
     def decode_step(self, state: DecodingState, inputs: torch.Tensor, t: int) -> torch.Tensor:
-        """Decoder input embedding of position ``t`` (B, D) -> logits (B, V); caches position ``t``.
+        """Decoder input embedding of position ``t`` (B, D) -> logits (B, hi - lo) of the ids in
+        ``state.vocab_span`` (all V by default); caches position ``t``.
 
         Eval semantics (no dropout / drop-path): this is the inference path.
         """
@@ -268,6 +297,7 @@ class AiTDecoder(nn.Module):
         use_cache: bool = True,
         parallel: bool = False,
         weights: str = "fp32",
+        logit_span: tuple[int, int] | None = None,
     ) -> GenerationOutput:
         """Decode ``length`` tokens of ``task``: ``out.ids (B, T)``, ``out.logits (B, T, V)`` (raw logits).
 
@@ -286,4 +316,5 @@ class AiTDecoder(nn.Module):
             use_cache=use_cache,
             parallel=parallel,
             weights=weights,
+            logit_span=logit_span,
         )

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 @dataclass
 class GenerationOutput:
     ids: torch.Tensor  # (B, T) vocabulary ids
-    logits: torch.Tensor  # (B, T, V) raw (unrestricted) logits of each step
+    # (B, T, V) raw logits of each step (unrestricted by `allowed`); with `logit_span` only the span's ids
+    # are computed and every other entry is -inf
+    logits: torch.Tensor
 
 
 def _check_options(
@@ -71,6 +73,7 @@ def generate(
     use_cache: bool = True,
     parallel: bool = False,
     weights: str = "fp32",
+    logit_span: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """Decode ``length`` tokens of ``task`` for every image of ``memory``.
 
@@ -82,10 +85,18 @@ def generate(
     results). ``parallel=True``: AiT-P, one forward pass over ``[prompt, mask_embed, ...]``.
     ``weights``: ``"fp32"`` (exact) or ``"int8"``: the cached steps' matrix-vector products use weight-only
     int8 copies of the weights (CPU; about 4x fewer bytes per step at batch 1, ids may differ from fp32
-    where logits nearly tie; see ``StepLinear``).
+    where logits nearly tie; see ``StepLinear``). ``logit_span (lo, hi)``: compute the logits of ids
+    ``lo..hi-1`` only (every allowed range must lie inside; the rest of ``out.logits`` is -inf). A depth
+    sequence only holds depth codes: 128 of the paper's 2339 output rows, a tenth of a step's weights.
     Runs under ``torch.inference_mode`` with eval semantics (no dropout), whatever the model's mode.
     """
     ranges, soft = _check_options(model, length, allowed, soft_positions, strategy, top_p)
+    span = model.check_vocab_span(logit_span)
+    outside = [r for r in ranges if r[0] < span[0] or r[1] > span[1]]
+    if outside:
+        raise ValueError(
+            f"allowed range {outside[0]} lies outside logit_span {span}: its logits would not exist"
+        )
     model._check_task(task, length)
     if parallel and any(soft):
         raise ValueError("AiT-P (parallel=True) feeds mask embeddings, never outputs: soft_positions unused")
@@ -99,42 +110,57 @@ def generate(
     try:
         with torch.inference_mode():
             if parallel:
-                out = _generate_parallel(model, memory, task, length, ranges, strategy, top_p, generator)
+                out = _generate_parallel(
+                    model, memory, task, length, ranges, strategy, top_p, generator, span
+                )
             elif use_cache:
                 out = _generate_cached(
-                    model, memory, task, length, ranges, soft, strategy, top_p, generator, weights
+                    model, memory, task, length, ranges, soft, strategy, top_p, generator, weights, span
                 )
             else:
                 out = _generate_uncached(
                     model, memory, task, length, ranges, soft, strategy, top_p, generator
                 )
+                out.logits[..., : span[0]] = float(
+                    "-inf"
+                )  # the reference computes all; the contract is the span
+                out.logits[..., span[1] :] = float("-inf")
     finally:
         model.train(was_training)
     # Copies made outside inference mode are ordinary tensors, usable later in autograd-tracked code.
     return GenerationOutput(ids=out.ids.clone(), logits=out.logits.clone())
 
 
-def _next_input(model, logits, lo, hi, choice, soft):
-    """Embedding fed after a position: soft mixture over [lo, hi) or the chosen id's row. (B, D)."""
+def _next_input(model, logits, lo, hi, choice, soft, offset=0):
+    """Embedding fed after a position: soft mixture over ids [lo, hi) of ``logits`` (whose column 0 is id
+    ``offset``), or the chosen id's row. (B, D)."""
     if soft:
-        return soft_embedding(logits[:, lo:hi], model.token_embed.weight[lo:hi])
+        return soft_embedding(logits[:, lo - offset : hi - offset], model.token_embed.weight[lo:hi])
     return F.embedding(choice, model.token_embed.weight)
 
 
-def _generate_cached(model, memory, task, length, ranges, soft, strategy, top_p, generator, weights):
+def _span_logits(memory, batch, length, vocab, span):
+    """(B, T, V) output logits, -inf outside ``span`` (filled in by the caller inside it)."""
+    if span == (0, vocab):
+        return memory.tokens.new_empty(batch, length, vocab)
+    return memory.tokens.new_full((batch, length, vocab), float("-inf"))
+
+
+def _generate_cached(model, memory, task, length, ranges, soft, strategy, top_p, generator, weights, span):
     batch = memory.batch_size
-    state = model.start_decoding(memory, task, length, weights=weights)
+    first, last = span
+    state = model.start_decoding(memory, task, length, weights=weights, vocab_span=span)
     ids = torch.empty(batch, length, dtype=torch.long, device=memory.tokens.device)
-    all_logits = memory.tokens.new_empty(batch, length, model.config.vocab_size)
+    all_logits = _span_logits(memory, batch, length, model.config.vocab_size, span)
     inputs = model.prompt(task, batch)[:, 0]
     for t in range(length):
-        logits = model.decode_step(state, inputs, t)
-        all_logits[:, t] = logits
+        logits = model.decode_step(state, inputs, t)  # (B, last - first): ids first..last-1
+        all_logits[:, t, first:last] = logits
         lo, hi = ranges[t]
-        choice = choose(logits[:, lo:hi], strategy, top_p, generator) + lo
+        choice = choose(logits[:, lo - first : hi - first], strategy, top_p, generator) + lo
         ids[:, t] = choice
         if t + 1 < length:
-            inputs = _next_input(model, logits, lo, hi, choice, soft[t])
+            inputs = _next_input(model, logits, lo, hi, choice, soft[t], offset=first)
     return GenerationOutput(ids=ids, logits=all_logits)
 
 
@@ -156,12 +182,18 @@ def _generate_uncached(model, memory, task, length, ranges, soft, strategy, top_
     return GenerationOutput(ids=ids, logits=all_logits)
 
 
-def _generate_parallel(model, memory, task, length, ranges, strategy, top_p, generator):
-    logits = model(memory, None, task, parallel=True, length=length)
-    vocab = logits.shape[-1]
-    bounds = torch.tensor(ranges, device=logits.device)
-    token = torch.arange(vocab, device=logits.device)
-    outside = (token < bounds[:, :1]) | (token >= bounds[:, 1:])  # (T, V)
-    restricted = logits.masked_fill(outside, float("-inf"))
-    ids = choose(restricted, strategy, top_p, generator)
-    return GenerationOutput(ids=ids, logits=logits)
+def _generate_parallel(model, memory, task, length, ranges, strategy, top_p, generator, span):
+    batch = memory.batch_size
+    first, last = span
+    masks = model.mask_embed.expand(batch, length - 1, -1)
+    inputs = torch.cat((model.prompt(task, batch), masks), dim=1)
+    logits = model.decode_embeddings(inputs, memory, task, vocab_span=span)  # (B, T, last - first)
+    bounds = torch.tensor(ranges, device=logits.device) - first
+    token = torch.arange(last - first, device=logits.device)
+    outside = (token < bounds[:, :1]) | (token >= bounds[:, 1:])  # (T, last - first)
+    ids = choose(logits.masked_fill(outside, float("-inf")), strategy, top_p, generator) + first
+    if logits.shape[-1] == model.config.vocab_size:
+        return GenerationOutput(ids=ids, logits=logits)
+    all_logits = _span_logits(memory, batch, length, model.config.vocab_size, span)
+    all_logits[..., first:last] = logits
+    return GenerationOutput(ids=ids, logits=all_logits)

@@ -176,6 +176,7 @@ class TaskSolver(nn.Module):
             else None,
             parallel=model.parallel,
             weights="fp32" if model.parallel else model.decode_weights,
+            logit_span=self.vocab.depth_codes,  # the head reads depth-code logits only
         )
         return head.decode(out.ids, out.logits)[..., :height, :width]
 
