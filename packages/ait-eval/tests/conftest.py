@@ -1,7 +1,9 @@
-"""Shared fixtures: the real data samples (skipped with a reason when absent) and a small COCO set."""
+"""Shared fixtures: the real data samples (skipped with a reason when absent; a failure in CI, which sets
+AIT_REQUIRE_REAL_DATA=1) and a small COCO set."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +15,25 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
 
 
+def _real_sample(path: Path) -> Path:
+    """`path` if it exists. A checkout without ../shared skips the real-data tests (nothing to read);
+    CI has the samples, so there a missing one is an error, never a silent skip."""
+    if not path.exists():
+        message = f"real data sample not present at {path.resolve()}"
+        if os.environ.get("AIT_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(message + " (AIT_REQUIRE_REAL_DATA=1)")
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def nyu_sample_dir() -> Path:
-    path = SHARED_DATA / "nyu_sample"
-    if not path.is_dir():
-        pytest.skip(f"real NYU sample not present at {path.resolve()}")
-    return path
+    return _real_sample(SHARED_DATA / "nyu_sample")
 
 
 @pytest.fixture(scope="session")
 def tinycoco_json() -> Path:
-    path = SHARED_DATA / "coco_sample" / "annotations" / "instances_train2017_tinycoco6.json"
-    if not path.is_file():
-        pytest.skip(f"real COCO sample not present at {path.resolve()}")
-    return path
+    return _real_sample(SHARED_DATA / "coco_sample" / "annotations" / "instances_train2017_tinycoco6.json")
 
 
 def square_mask(height: int, width: int, top: int, left: int, size: int) -> np.ndarray:
