@@ -201,8 +201,9 @@ class AiTDecoder(nn.Module):
         task: str,
         parallel: bool = False,
         length: int | None = None,
+        vocab_span: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, V) aligned with the targets.
+        """Logits (B, T, V) aligned with the targets (over the ids of ``vocab_span`` only, see ``logits``).
 
         Teacher forcing: decoder input = ``[prompt, embed(input_ids[:, :-1])]``, so ``logits[:, t]``
         predicts ``input_ids``' target at ``t``. AiT-P (``parallel=True``): input =
@@ -217,7 +218,8 @@ class AiTDecoder(nn.Module):
             batch = memory.batch_size
             self._check_task(task, length)
             masks = self.mask_embed.expand(batch, length - 1, -1)
-            return self.decode_embeddings(torch.cat((self.prompt(task, batch), masks), dim=1), memory, task)
+            inputs = torch.cat((self.prompt(task, batch), masks), dim=1)
+            return self.decode_embeddings(inputs, memory, task, vocab_span)
         if input_ids is None:
             raise ValueError("teacher forcing needs input_ids (B, T); pass parallel=True for AiT-P")
         if input_ids.ndim != 2 or input_ids.shape[1] < 1:
@@ -226,7 +228,7 @@ class AiTDecoder(nn.Module):
         batch, length = input_ids.shape
         self._check_task(task, length)
         inputs = torch.cat((self.prompt(task, batch), self.token_embed(input_ids[:, :-1])), dim=1)
-        return self.decode_embeddings(inputs, memory, task)
+        return self.decode_embeddings(inputs, memory, task, vocab_span)
 
     def check_ids(self, ids: torch.Tensor) -> None:
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:

@@ -185,9 +185,7 @@ def _generate_uncached(model, memory, task, length, ranges, soft, strategy, top_
 def _generate_parallel(model, memory, task, length, ranges, strategy, top_p, generator, span):
     batch = memory.batch_size
     first, last = span
-    masks = model.mask_embed.expand(batch, length - 1, -1)
-    inputs = torch.cat((model.prompt(task, batch), masks), dim=1)
-    logits = model.decode_embeddings(inputs, memory, task, vocab_span=span)  # (B, T, last - first)
+    logits = model(memory, None, task, parallel=True, length=length, vocab_span=span)  # (B, T, last - first)
     bounds = torch.tensor(ranges, device=logits.device) - first
     token = torch.arange(last - first, device=logits.device)
     outside = (token < bounds[:, :1]) | (token >= bounds[:, 1:])  # (T, last - first)

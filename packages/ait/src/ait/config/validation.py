@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ait.config.overrides import ConfigError
-from ait_decoder.layers import DECODING_WEIGHTS
+from ait_decoder import DECODING_WEIGHTS
 
 if TYPE_CHECKING:
     from ait.config.schema import Config
