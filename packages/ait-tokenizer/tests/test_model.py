@@ -217,3 +217,20 @@ def test_mask_values_outside_unit_range_are_rejected(small_mask):
 def test_config_overrides_keep_the_preset_name():
     config = tokenizer_config("depth-small", mask_ratio=0.0)
     assert config.preset == "depth-small" and config.mask_ratio == 0.0
+
+
+@pytest.mark.parametrize("preset", ["depth-paper", "mask-paper", "depth-small", "mask-small"])
+def test_decoder_layer_order_is_the_originals(preset):
+    """`dec_layers = [Conv2d(codebook_dim, dim, 1), ReLU(), ResBlock...]`: the ReLU has no parameters, so
+    only the layer order (and the outputs) can show it."""
+    from ait_tokenizer import create_tokenizer
+    from ait_tokenizer.model import ResidualBlock
+
+    decoder = create_tokenizer(preset).decoder
+    assert isinstance(decoder[0], torch.nn.Conv2d) and decoder[0].kernel_size == (1, 1)
+    assert isinstance(decoder[1], torch.nn.ReLU)
+    assert isinstance(decoder[2], ResidualBlock)
+    # A negative pre-activation after the first 1x1 convolution must not reach the residual blocks.
+    z = torch.randn(1, 2, 2, decoder[0].in_channels)
+    first = decoder[0](z.permute(0, 3, 1, 2))
+    assert (first < 0).any() and (decoder[1](first) >= 0).all()

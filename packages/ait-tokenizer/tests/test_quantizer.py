@@ -8,10 +8,28 @@ from ait_tokenizer import EMAVectorQuantizer, utilisation
 from ait_tokenizer.testing import ema_sync_worker, make_check_quantizer, run_quantizer_steps
 
 
+def test_initial_state_is_the_originals():
+    """Codebook N(0,1), cluster sizes 0, EMA sums N(0,1) drawn independently of the codebook."""
+    torch.manual_seed(0)
+    quantizer = EMAVectorQuantizer(64, 512)
+    assert torch.equal(quantizer.ema_cluster_size, torch.zeros(512))
+    assert not torch.equal(quantizer.ema_embed_sum, quantizer.embed)
+    for buffer in (quantizer.embed, quantizer.ema_embed_sum):
+        assert abs(buffer.mean().item()) < 0.02 and abs(buffer.std().item() - 1) < 0.02
+    correlation = torch.corrcoef(torch.stack([quantizer.embed.flatten(), quantizer.ema_embed_sum.flatten()]))
+    assert abs(correlation[0, 1].item()) < 0.02
+    # The same draws in the same order as the original: embedding, then the EMA sums.
+    torch.manual_seed(0)
+    embedding = torch.empty(512, 64).normal_()
+    ema_w = torch.empty(512, 64).normal_()
+    assert torch.equal(quantizer.embed, embedding) and torch.equal(quantizer.ema_embed_sum, ema_w)
+
+
 def test_ema_step_matches_hand_computation():
     quantizer = EMAVectorQuantizer(2, 2, decay=0.5, eps=1e-5, commitment_weight=0.25).double().train()
     quantizer.embed.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0]]))
     quantizer.ema_embed_sum.copy_(quantizer.embed)
+    quantizer.ema_cluster_size.fill_(1.0)
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], dtype=torch.float64, requires_grad=True)
 
     quantized, indices, loss = quantizer(x)
@@ -22,11 +40,12 @@ def test_ema_step_matches_hand_computation():
         quantized.detach(), torch.tensor([[0.0, 0.0], [0.0, 0.0], [10.0, 10.0]], dtype=torch.float64)
     )
     assert loss.item() == pytest.approx(0.25 * 4 / 6, rel=1e-12)
-    # counts: 0.5 * 1 + 0.5 * [2, 1] = [1.5, 1.0]; sums: 0.5 * old + 0.5 * [[1, 1], [9, 9]].
-    assert quantizer.ema_cluster_size.tolist() == pytest.approx([1.5, 1.0], rel=1e-12)
-    assert quantizer.ema_embed_sum.tolist() == [[0.5, 0.5], [9.5, 9.5]]
-    # Laplace: n_k' = (n_k + eps) / (n + K eps) * n with n = 2.5.
+    # counts: 0.5 * 1 + 0.5 * [2, 1] = [1.5, 1.0], then Laplace n_k' = (n_k + eps) / (n + K eps) * n with
+    # n = 2.5, and (as in the original) the smoothed counts are the ones kept.
     smoothed = [(1.5 + 1e-5) / (2.5 + 2e-5) * 2.5, (1.0 + 1e-5) / (2.5 + 2e-5) * 2.5]
+    assert quantizer.ema_cluster_size.tolist() == pytest.approx(smoothed, rel=1e-12)
+    # sums: 0.5 * old + 0.5 * [[1, 1], [9, 9]].
+    assert quantizer.ema_embed_sum.tolist() == [[0.5, 0.5], [9.5, 9.5]]
     expected = [[0.5 / smoothed[0]] * 2, [9.5 / smoothed[1]] * 2]
     assert quantizer.embed.tolist()[0] == pytest.approx(expected[0], rel=1e-12)
     assert quantizer.embed.tolist()[1] == pytest.approx(expected[1], rel=1e-12)

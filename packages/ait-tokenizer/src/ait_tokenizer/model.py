@@ -3,7 +3,7 @@
 Layer structure (the original's, for any channel list ``c_1..c_n``):
 - encoder: n convolutions 4x4 stride 2 (1 -> c_1 -> ... -> c_n), each followed by ReLU; ``num_res_blocks``
   residual blocks at c_n; a 1x1 convolution to the code dimension. Downsample 2**n.
-- decoder: 1x1 code dimension -> c_n; residual blocks at c_n; n transposed convolutions 4x4 stride 2
+- decoder: 1x1 code dimension -> c_n, ReLU; residual blocks at c_n; n transposed convolutions 4x4 stride 2
   (c_n -> c_n -> c_{n-1} -> ... -> c_1), each followed by ReLU; a 1x1 convolution to one channel.
 - residual block: 3x3, ReLU, 3x3, ReLU, 1x1, plus the input. No normalisation layers anywhere.
 """
@@ -121,7 +121,9 @@ def build_decoder(
     out_channels: int, channels: tuple[int, ...], num_res_blocks: int, code_dim: int
 ) -> nn.Sequential:
     widest = channels[-1]
-    layers: list[nn.Module] = [nn.Conv2d(code_dim, widest, 1)]
+    # The ReLU after the first 1x1 convolution is the original's (it has no parameters, so only the
+    # outputs show it); with it the Sequential indices equal the original's `decoder.N.*` keys.
+    layers: list[nn.Module] = [nn.Conv2d(code_dim, widest, 1), nn.ReLU()]
     layers += [ResidualBlock(widest) for _ in range(num_res_blocks)]
     previous = widest
     for width in reversed(channels):

@@ -60,15 +60,24 @@ def _gather_rows(samples: torch.Tensor) -> torch.Tensor:
 def kmeans(samples: torch.Tensor, num_clusters: int, iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on rows of ``samples`` -> (centroids (K, D), cluster sizes (K,)).
 
-    Seeds are random rows (with replacement when there are fewer rows than clusters); an empty cluster keeps
-    its previous centroid. Uses the global torch RNG, so seeded runs repeat.
+    Seeds are chosen by k-means++ (each next seed drawn with probability proportional to its squared
+    distance from the nearest seed so far), so two seeds rarely start in one cluster; with fewer distinct
+    rows than clusters the rest repeat rows. An empty cluster keeps its previous centroid. Uses the global
+    torch RNG, so seeded runs repeat.
     """
     num_samples = samples.shape[0]
-    if num_samples >= num_clusters:
-        seeds = torch.randperm(num_samples, device=samples.device)[:num_clusters]
-    else:
-        seeds = torch.randint(0, num_samples, (num_clusters,), device=samples.device)
-    centroids = samples[seeds].clone()
+    first = int(torch.randint(0, num_samples, (1,), device=samples.device))
+    chosen = [first]
+    nearest = (samples - samples[first]).pow(2).sum(dim=1)
+    for _ in range(num_clusters - 1):
+        total = nearest.sum()
+        if total > 0:
+            pick = int(torch.multinomial(nearest / total, 1))
+        else:  # every row already coincides with a seed
+            pick = int(torch.randint(0, num_samples, (1,), device=samples.device))
+        chosen.append(pick)
+        nearest = torch.minimum(nearest, (samples - samples[pick]).pow(2).sum(dim=1))
+    centroids = samples[torch.tensor(chosen, device=samples.device)].clone()
     sizes = torch.zeros(num_clusters, dtype=samples.dtype, device=samples.device)
     for _ in range(iters):
         assignment = torch.cdist(samples, centroids).argmin(dim=1)
@@ -114,13 +123,13 @@ class EMAVectorQuantizer(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.sync_distributed = sync_distributed
 
-        embed = torch.randn(codebook_size, dim)
-        self.register_buffer("embed", embed)
-        # EMA of the per-code counts and sums. Starting the counts at one and the sums at the codebook
-        # keeps embed == embed_sum / count from the first step, so an unused code decays towards itself
-        # instead of being divided by a near-zero count.
-        self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
-        self.register_buffer("ema_embed_sum", embed.clone())
+        # The original's initial state: codebook N(0, 1), cluster sizes 0 and the EMA sums N(0, 1) drawn
+        # independently of the codebook. A code that is never assigned therefore jumps at the first update
+        # to ema_sum / (Laplace-smoothed ~0 count): the original's behaviour, which its checkpoints encode.
+        # k-means initialisation (our option) overwrites all three from the first batch.
+        self.register_buffer("embed", torch.randn(codebook_size, dim))
+        self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
+        self.register_buffer("ema_embed_sum", torch.randn(codebook_size, dim))
         self.register_buffer("initialised", torch.tensor(not kmeans_init))
         self.last_metrics: dict[str, float] = {}
 
@@ -164,11 +173,12 @@ class EMAVectorQuantizer(nn.Module):
             _all_reduce_sum(batch_counts)
             _all_reduce_sum(batch_sums)
         self.ema_cluster_size.mul_(self.decay).add_(batch_counts, alpha=1 - self.decay)
-        self.ema_embed_sum.mul_(self.decay).add_(batch_sums, alpha=1 - self.decay)
-        # Laplace smoothing keeps every count positive while preserving their total.
+        # Laplace smoothing keeps every count positive while preserving their total. As in the original,
+        # the smoothed counts are what is kept (the next step decays them, not the raw counts).
         total = self.ema_cluster_size.sum()
-        smoothed = (self.ema_cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
-        self.embed.copy_(self.ema_embed_sum / smoothed[:, None])
+        self.ema_cluster_size.add_(self.eps).div_(total + self.codebook_size * self.eps).mul_(total)
+        self.ema_embed_sum.mul_(self.decay).add_(batch_sums, alpha=1 - self.decay)
+        self.embed.copy_(self.ema_embed_sum / self.ema_cluster_size[:, None])
         return batch_counts
 
     @torch.no_grad()
