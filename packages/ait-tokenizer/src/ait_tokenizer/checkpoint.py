@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ait_tokenizer.model import TokenizerConfig, VQVAETokenizer
+from ait_tokenizer.original import is_safetensors_file as _is_safetensors
 
 FORMAT = "ait-tokenizer"
 FORMAT_VERSION = "1"
@@ -68,7 +69,15 @@ def read_metadata(path: str | os.PathLike) -> dict:
 def load_tokenizer(
     path: str | os.PathLike, expected_preset: str | None = None, map_location: str | torch.device = "cpu"
 ) -> VQVAETokenizer:
-    """Rebuild the tokenizer stored at ``path``; ValueError if its preset is not ``expected_preset``."""
+    """Rebuild the tokenizer stored at ``path``; ValueError if its preset is not ``expected_preset``.
+
+    Also reads the original release's VQ-VAE files (``torch.save({'weights': ...})``), recognised by
+    content, not by file name (see ``ait_tokenizer.original``).
+    """
+    if Path(path).is_file() and not _is_safetensors(path):
+        from ait_tokenizer.original import load_original_tokenizer
+
+        return load_original_tokenizer(path, expected_preset, map_location)
     metadata = read_metadata(path)
     if expected_preset is not None and metadata["preset"] != expected_preset:
         raise ValueError(
