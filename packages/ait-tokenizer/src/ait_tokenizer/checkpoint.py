@@ -17,6 +17,39 @@ from ait_tokenizer.original import is_safetensors_file as _is_safetensors
 FORMAT = "ait-tokenizer"
 FORMAT_VERSION = "1"
 
+# Fault-injection hook for the kill -9 tests: "PHASE" or "PHASE@STEP" makes this process SIGKILL itself when
+# a save reaches that phase (see fault_point); unset in normal use.
+KILL_AT_ENV = "AIT_KILL_AT"
+
+
+def fault_point(phase: str, step: int | None = None) -> None:
+    """SIGKILL this process if AIT_KILL_AT names ``phase`` (and, with ``@STEP``, this ``step``)."""
+    target = os.environ.get(KILL_AT_ENV)
+    if not target:
+        return
+    name, _, at = target.partition("@")
+    if name == phase and (not at or (step is not None and int(at) == step)):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_finite(tensors: dict, source: str | os.PathLike) -> None:
+    """ValueError naming ``source`` and the first tensors holding NaN or inf (a diverged or corrupted model)."""
+    bad = [
+        name
+        for name, tensor in tensors.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise ValueError(
+            f"{source}: non-finite weights (NaN or inf) in {shown}; the model diverged or the file is "
+            "corrupted: use an earlier checkpoint or retrain with a lower learning rate"
+        )
+
 
 def save_tokenizer(tokenizer: VQVAETokenizer, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``tokenizer`` to ``path`` atomically (a temporary file in the same folder, then os.replace).
@@ -26,6 +59,7 @@ def save_tokenizer(tokenizer: VQVAETokenizer, path: str | os.PathLike, extra: di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in tokenizer.state_dict().items()}
+    check_finite(tensors, f"refusing to save {path}")
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -37,6 +71,7 @@ def save_tokenizer(tokenizer: VQVAETokenizer, path: str | os.PathLike, extra: di
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        fault_point("tokenizer-file:temp-written")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -58,12 +93,17 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise ValueError(
             f"{path} is not an {FORMAT} checkpoint (metadata format={metadata.get('format')!r}, expected {FORMAT!r})"
         )
-    return {
-        "preset": metadata.get("preset") or None,
-        "config": json.loads(metadata["config"]),
-        "extra": json.loads(metadata.get("extra", "{}")),
-        "format_version": metadata.get("format_version"),
-    }
+    try:
+        return {
+            "preset": metadata.get("preset") or None,
+            "config": json.loads(metadata["config"]),
+            "extra": json.loads(metadata.get("extra", "{}")),
+            "format_version": metadata.get("format_version"),
+        }
+    except (KeyError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path}: malformed tokenizer metadata ({type(error).__name__}: {error}); re-save the tokenizer"
+        ) from error
 
 
 def load_tokenizer(
@@ -84,8 +124,16 @@ def load_tokenizer(
             f"checkpoint {path} holds tokenizer preset {metadata['preset']!r}, expected {expected_preset!r}"
         )
     config = metadata["config"]
-    config["channels"] = tuple(config["channels"])
-    config["input_size"] = tuple(config["input_size"])
-    tokenizer = VQVAETokenizer(TokenizerConfig.from_dict(config))
-    tokenizer.load_state_dict(load_file(str(path), device=str(map_location)))
+    try:
+        config["channels"] = tuple(config["channels"])
+        config["input_size"] = tuple(config["input_size"])
+        tokenizer = VQVAETokenizer(TokenizerConfig.from_dict(config))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: the stored tokenizer config is malformed ({error})") from error
+    tensors = load_file(str(path), device=str(map_location))
+    check_finite(tensors, path)
+    try:
+        tokenizer.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: the weights do not fit its stored config ({error})") from error
     return tokenizer.to(map_location).eval()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import itertools
 import json
 import math
 import os
@@ -34,7 +36,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ait_tokenizer.checkpoint import load_tokenizer, save_tokenizer
+from ait_tokenizer.checkpoint import check_finite, fault_point, load_tokenizer, save_tokenizer
 from ait_tokenizer.data import MaskCrops, NYUDepthMaps, SyntheticDepthMaps, stack_batch
 from ait_tokenizer.model import VQVAETokenizer
 from ait_tokenizer.quantizer import utilisation
@@ -93,6 +95,71 @@ class TokenizerTrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def validate(self) -> TokenizerTrainConfig:
+        """ValueError naming the first field whose value cannot train (e.g. batch_size=-4); returns self."""
+        _validate_train_config(self)
+        return self
+
+
+def _validate_train_config(cfg: TokenizerTrainConfig) -> None:
+    def fail(name: str, value, what: str) -> None:
+        raise ValueError(f"tokenizer training config: {name}={value!r} is invalid, expected {what}")
+
+    def integer(name: str, low: int, allow_none: bool = False) -> None:
+        value = getattr(cfg, name)
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            fail(name, value, f"an integer >= {low}" + (" or None" if allow_none else ""))
+
+    def number(name: str, low: float, high: float = math.inf, low_open: bool = False) -> None:
+        value = getattr(cfg, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low) and value <= high
+        if not ok:
+            fail(
+                name,
+                value,
+                f"a finite number {'>' if low_open else '>='} {low}"
+                + (f" and <= {high}" if high < math.inf else ""),
+            )
+
+    for name in ("epochs", "batch_size", "train_size", "val_size", "decay_every", "log_every"):
+        integer(name, 1)
+    for name in ("warmup_steps", "val_every", "checkpoint_every", "num_workers", "data_seed", "seed"):
+        integer(name, 0)
+    integer("max_steps", 1, allow_none=True)
+    integer("num_threads", 1, allow_none=True)
+    integer("instance_room_size", 8)
+    number("lr", 0.0, low_open=True)
+    number("weight_decay", 0.0)
+    number("decay_factor", 0.0, 1.0, low_open=True)
+    number("warmup_start_lr", 0.0)
+    number("min_lr", 0.0)
+    choices = {
+        "optimizer": ("adam", "adamw"),
+        "schedule": ("step", "cosine"),
+        "data": ("synthetic", "nyu", "maskcoco"),
+        "device": ("auto", "cpu", "cuda"),
+    }
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            fail(name, getattr(cfg, name), f"one of {list(allowed)}")
+    if not isinstance(cfg.tokenizer_overrides, dict):
+        fail("tokenizer_overrides", cfg.tokenizer_overrides, "a dict of tokenizer config keys")
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """The loss or the weights became NaN/inf; the step was not saved (the last checkpoint stays good)."""
+
+    def __init__(self, step: int, what: str, last_checkpoint: Path | None):
+        self.step, self.last_checkpoint = step, last_checkpoint
+        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "nothing was saved"
+        super().__init__(
+            f"tokenizer training diverged at step {step}: {what}; training stopped, {where}. "
+            "Lower lr (e.g. --lr 3e-4) or check the data."
+        )
 
 
 def _config(**values) -> TokenizerTrainConfig:
@@ -318,26 +385,182 @@ def validate(
 
 
 # --------------------------------------------------------------------------- checkpoints
+# Fields that may differ between the run that wrote train_state.pt and the one resuming it: where data and
+# files live, how often to log/validate/save, and how long to run do not change the numbers of a step.
+RESUME_FREE_FIELDS = frozenset(
+    {
+        "max_steps", "val_every", "checkpoint_every", "log_every", "device", "num_threads", "cache_data",
+        "progress", "resume", "num_workers", "nyu_root", "nyu_split_file", "nyu_val_split_file", "maskcoco",
+        "maskcoco_val", "val_size",
+    }
+)  # fmt: skip
+_TEMPORARY_PATTERNS = (STATE_FILE + ".tmp*", "*.safetensors.*.tmp")
+
+
 def _save_state(out_dir: Path, tokenizer, optimizer, cfg, step: int, history: list) -> None:
-    extra = {"step": step, "train_config": cfg.to_dict()}
-    save_tokenizer(tokenizer, out_dir / LAST_CHECKPOINT, extra=extra)
+    """One all-or-nothing file (weights, optimizer, step, history, config), then ``last.safetensors``.
+
+    ``train_state.pt`` alone is what a resume reads, and it is replaced in one ``os.replace``: a kill -9 at
+    any point leaves either the previous complete state or the new one, never weights of one step with the
+    optimizer of another. ``last.safetensors`` (the same weights, for users) is written after it.
+    """
+    model = {name: t.detach().cpu().clone() for name, t in tokenizer.state_dict().items()}
+    check_finite(model, f"refusing to save step {step} to {out_dir / STATE_FILE}")
+    state = {
+        "format": "ait-tokenizer-train-state-v2",
+        "step": step,
+        "model": model,
+        "optimizer": optimizer.state_dict(),
+        "history": history,
+        "config": cfg.to_dict(),
+    }
     temporary = out_dir / (STATE_FILE + ".tmp")
-    torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "history": history, "config": cfg.to_dict()},
-        temporary,
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fault_point("tokenizer-save:state-temp-written", step)
+        os.replace(temporary, out_dir / STATE_FILE)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _write_error(out_dir / STATE_FILE, error) from error
+    fault_point("tokenizer-save:state-replaced", step)
+    extra = {"step": step, "train_config": cfg.to_dict()}
+    try:
+        save_tokenizer(tokenizer, out_dir / LAST_CHECKPOINT, extra=extra)
+    except OSError as error:
+        raise _write_error(out_dir / LAST_CHECKPOINT, error) from error
+    fault_point("tokenizer-save:done", step)
+
+
+def _write_error(path: Path, error: OSError) -> OSError:
+    code = errno.errorcode.get(error.errno or 0, "")
+    reason = error.strerror or str(error)
+    return OSError(
+        error.errno,
+        f"cannot write {path}: {reason}{f' ({code})' if code else ''}; the previous checkpoint in "
+        f"{path.parent} is kept: free space or choose another --out, then rerun to resume",
     )
-    os.replace(temporary, out_dir / STATE_FILE)
 
 
-def _load_state(out_dir: Path, tokenizer, optimizer) -> tuple[int, list]:
-    state = torch.load(out_dir / STATE_FILE, map_location="cpu", weights_only=False)
-    saved = load_tokenizer(out_dir / LAST_CHECKPOINT, expected_preset=tokenizer.preset)
-    tokenizer.load_state_dict(saved.state_dict())
-    optimizer.load_state_dict(state["optimizer"])
+def _load_state(out_dir: Path, tokenizer, optimizer, cfg: TokenizerTrainConfig) -> tuple[int, list]:
+    """Restore a run from ``train_state.pt`` (tensors and plain data only: nothing in it can execute)."""
+    path = out_dir / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a crafted pickle, a truncated or foreign file: refused, never executed
+        raise ValueError(
+            f"cannot resume from {path}: not a tokenizer training state ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); delete {path} or pass --no-resume"
+        ) from error
+    missing = [
+        key for key in ("step", "optimizer", "config") if not isinstance(state, dict) or key not in state
+    ]
+    if missing:
+        raise ValueError(f"cannot resume from {path}: missing {missing}; delete it or pass --no-resume")
+    saved_cfg = state["config"]
+    current = cfg.to_dict()
+    differ = sorted(
+        key
+        for key in set(saved_cfg) | set(current)
+        if key not in RESUME_FREE_FIELDS and saved_cfg.get(key) != current.get(key)
+    )
+    if differ:
+        shown = ", ".join(
+            f"{k}: {saved_cfg.get(k)!r} (saved) vs {current.get(k)!r} (now)" for k in differ[:6]
+        )
+        raise ValueError(
+            f"{out_dir} holds a run of another config ({shown}); use another --out, or --no-resume to "
+            "replace that run"
+        )
+    if "model" in state:
+        weights = state["model"]
+    else:  # written before the state carried its weights: only if last.safetensors is of the same step
+        last = out_dir / LAST_CHECKPOINT
+        from ait_tokenizer.checkpoint import read_metadata
+
+        if read_metadata(last)["extra"].get("step") != state["step"]:
+            raise ValueError(
+                f"cannot resume from {path}: {last} is of another step than the state; delete {out_dir} "
+                "or pass --no-resume"
+            )
+        weights = load_tokenizer(last, expected_preset=tokenizer.preset).state_dict()
+    check_finite(weights, path)
+    try:
+        tokenizer.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(f"cannot resume from {path}: it does not fit this tokenizer ({error})") from error
     return int(state["step"]), list(state.get("history", []))
 
 
+def _remove_temporaries(out_dir: Path) -> None:
+    """Temporary files an interrupted (killed) save left behind."""
+    for pattern in _TEMPORARY_PATTERNS:
+        for path in out_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records of steps after ``step`` (written after the checkpoint a resume starts from)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        at = record.get("val", {}).get("step") if "val" in record else record.get("step")
+        if isinstance(at, int) and at <= step:
+            kept.append(line)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' requested but CUDA is not available on this machine: use --device cpu"
+        )
+
+
+def _prepare_out_dir(out_dir: Path, cfg: TokenizerTrainConfig) -> None:
+    """Create ``out_dir`` and prove it writable before any time is spent; clear a replaced run's files."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".ait-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise _write_error(out_dir / "train_config.json", error) from error
+    _remove_temporaries(out_dir)
+    if not cfg.resume:  # --no-resume: this run replaces whatever run the folder held
+        for name in (STATE_FILE, LAST_CHECKPOINT, FINAL_CHECKPOINT, METRICS_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- training
+def _non_finite_tensor(tokenizer: torch.nn.Module) -> str | None:
+    """Name of the first parameter or buffer holding NaN/inf, or None."""
+    for name, tensor in itertools.chain(tokenizer.named_parameters(), tokenizer.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def _check_finite_step(bad: bool, runtime: Runtime, step: int, what: str, last_good: Path | None) -> None:
+    """Raise NonFiniteTrainingError on every rank when any rank saw a non-finite value (a collective)."""
+    if runtime.distributed:
+        flag = torch.tensor([1.0 if bad else 0.0], device=runtime.device)
+        dist.all_reduce(flag)
+        bad = bool(flag.item() > 0)
+    if bad:
+        raise NonFiniteTrainingError(step, what, last_good)
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> Path:
     """Train as ``cfg`` says, writing checkpoints and metrics to ``out_dir``; returns the final checkpoint."""
     return run_training(cfg, out_dir)[1]
@@ -346,11 +569,13 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> Pa
 def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple[VQVAETokenizer, Path]:
     """``train_tokenizer`` that also returns this process's trained tokenizer (every rank holds one)."""
     out_dir = Path(out_dir)
+    cfg.validate()
+    _check_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     runtime = setup_runtime(cfg.device)
     if runtime.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_out_dir(out_dir, cfg)
         (out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     if runtime.distributed:
         dist.barrier()
@@ -379,9 +604,19 @@ def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
+    if total_steps < 1:
+        raise ValueError(
+            f"tokenizer training config gives no step to train (epochs={cfg.epochs}, {steps_per_epoch} steps "
+            f"per epoch of batch_size={cfg.batch_size}, max_steps={cfg.max_steps})"
+        )
+
     step, history = 0, []
+    last_good: Path | None = None
     if cfg.resume and (out_dir / STATE_FILE).is_file():
-        step, history = _load_state(out_dir, tokenizer, optimizer)
+        step, history = _load_state(out_dir, tokenizer, optimizer, cfg)
+        last_good = out_dir / STATE_FILE
+        if runtime.main:
+            _truncate_metrics(out_dir / METRICS_FILE, step)
 
     bar = tqdm(
         total=total_steps, initial=step, disable=not (cfg.progress and runtime.main), desc=cfg.tokenizer
@@ -407,10 +642,14 @@ def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple
             seed = step_seed(cfg.seed, step, runtime.rank)
             torch.manual_seed(seed)  # k-means seeds and dead-code restarts (rank 0's are broadcast)
             out = tokenizer(batch["x"].to(runtime.device), generator=torch.Generator().manual_seed(seed))
+            _check_finite_step(not bool(torch.isfinite(out.loss.detach())), runtime, step + 1,
+                               f"loss {out.loss.item():.4g}", last_good)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             average_gradients(tokenizer, runtime.world_size)
             optimizer.step()
+            broken = _non_finite_tensor(tokenizer)
+            _check_finite_step(broken is not None, runtime, step + 1, f"non-finite {broken}", last_good)
             step += 1
             step_in_epoch += 1
             bar.update(1)
@@ -439,6 +678,7 @@ def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple
                 (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total_steps
             ):
                 _save_state(out_dir, tokenizer, optimizer, cfg, step, history)
+                last_good = out_dir / STATE_FILE
             if step >= total_steps:
                 break
     bar.close()
@@ -466,7 +706,7 @@ def _key_values(pairs: list[str], what: str) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"{what} expects key=value, got {pair!r}")
+            raise ValueError(f"{what} expects key=value, got {pair!r}")
         values[key.replace("-", "_")] = _parse_value(value)
     return values
 
@@ -511,7 +751,7 @@ def config_from_args(args: argparse.Namespace) -> TokenizerTrainConfig:
     known = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
     unknown = set(overrides) - known
     if unknown:
-        raise SystemExit(f"unknown config fields {sorted(unknown)}; expected some of {sorted(known)}")
+        raise ValueError(f"unknown config fields {sorted(unknown)}; expected some of {sorted(known)}")
     cfg = train_config(args.config, **overrides)
     tokenizer_overrides = {**cfg.tokenizer_overrides, **_key_values(args.tokenizer_set, "--tokenizer-set")}
     if args.no_mask_aug:
@@ -521,14 +761,41 @@ def config_from_args(args: argparse.Namespace) -> TokenizerTrainConfig:
     )
 
 
+DEBUG_ENV = "AIT_DEBUG"  # AIT_DEBUG=1: show the full traceback instead of the one-line error
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> Path:
+    """The command line; a failure is one ``ait: error: ...`` line and exit status 2 (AIT_DEBUG=1: traceback)."""
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    final = train_tokenizer(cfg, args.out)
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        print(f"final checkpoint: {final}", file=sys.stderr)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops like Ctrl-C
+    try:
+        cfg = config_from_args(args)
+        final = train_tokenizer(cfg, args.out)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(f"final checkpoint: {final}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("ait: interrupted (rerun the same command to resume from the last checkpoint)", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        expected = isinstance(error, (ValueError, OSError, ArithmeticError, KeyError))
+        text = " ".join(str(error).split()) or type(error).__name__
+        if not expected:
+            text = f"unexpected {type(error).__name__}: {text} (rerun with {DEBUG_ENV}=1 for the traceback)"
+        print(f"ait: error: {text}", file=sys.stderr)
+        raise SystemExit(2 if expected else 1) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return final
 
 
