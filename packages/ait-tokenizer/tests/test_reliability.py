@@ -10,7 +10,6 @@
 
 import dataclasses
 import json
-import pickle
 
 import pytest
 import torch
@@ -58,8 +57,7 @@ def _weights(path):
 def test_a_crafted_train_state_is_refused_and_never_executed(tmp_path):
     out, marker = tmp_path / "run", tmp_path / "pwned"
     out.mkdir()
-    with open(out / STATE_FILE, "wb") as handle:
-        pickle.dump({"step": 1, "optimizer": _Payload(marker), "history": [], "config": {}}, handle)
+    torch.save({"step": 1, "optimizer": _Payload(marker), "history": [], "config": {}}, out / STATE_FILE)
     with pytest.raises(ValueError, match=rf"{STATE_FILE}.*--no-resume"):
         train_tokenizer(TokenizerTrainConfig(max_steps=1, **TINY), out)
     assert not marker.exists()
