@@ -118,7 +118,8 @@ def test_soft_token_tau_drop_path_loss_weights_and_load_from():
     assert joint.model.tasks == ("depth", "insseg")
     assert joint.loss.depth_task_weight == 0.2 and joint.model.tau_depth == 1.0
     assert joint.model.backbone_drop_path == 0.3 and joint.model.reserved_tokens == 128  # 2467 ids
-    assert joint.model.depth_size == (640, 640)
+    # only the image is padded to 640 (padto); the depth ground truth stays 480x480 -> 225 tokens
+    assert joint.model.depth_size == (480, 480) and joint.model.depth_image_size == (640, 640)
     assert joint.load_from == "ait_det_swinv2b_wodec.pth"
 
     insseg = create_config("swinv2b_640reso_inssegonly")

@@ -59,12 +59,40 @@ def test_silog_rejects_shape_mismatch():
 def test_dice_and_mse_hand_example():
     pred = torch.tensor([[1.0, 0.5], [0.0, 0.0]]).view(1, 1, 2, 2)
     target = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 1, 2, 2)
-    # inter = 1 + 0.5 = 1.5; sum p^2 = 1.25; sum t^2 = 2; dice = 1 - (3 + 1e-3) / (3.25 + 1e-3)
-    dice = 1 - (3.0 + 1e-3) / (3.25 + 1e-3)
+    # the original's form: inter = 1.5; sum p = 1.5; sum t = 2; dice = 1 - (3 + 1) / (3.5 + 1)
+    dice = 1 - 4.0 / 4.5
     mse = 0.25 / 4
     assert dice_loss(pred, target).item() == pytest.approx(dice, rel=1e-6)
     assert mask_aux_loss(pred, target).item() == pytest.approx(dice + mse, rel=1e-6)
     assert mask_aux_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def original_dice_mse(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The original's formulas per mask, float64: Dice with p clipped to [0, 1] + MSE of the raw p."""
+    p = pred.astype(np.float64).reshape(len(pred), -1)
+    t = target.astype(np.float64).reshape(len(target), -1)
+    clipped = np.clip(p, 0.0, 1.0)
+    dice = 1 - (2 * (clipped * t).sum(-1) + 1) / (clipped.sum(-1) + t.sum(-1) + 1)
+    return dice + ((p - t) ** 2).mean(-1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), objects=st.integers(1, 4), side=st.sampled_from([4, 8, 64]))
+def test_mask_aux_matches_the_originals_formulas_in_float64(seed, objects, side):
+    rng = np.random.default_rng(seed)
+    # soft-decoded masks overshoot [0, 1] on both sides; targets are binary crops
+    pred = rng.uniform(-0.4, 1.4, size=(objects, 1, side, side)).astype(np.float32)
+    target = (rng.random((objects, 1, side, side)) < 0.4).astype(np.float32)
+    got = mask_aux_loss(torch.from_numpy(pred), torch.from_numpy(target))
+    np.testing.assert_allclose(got.double().numpy(), original_dice_mse(pred, target), rtol=1e-5, atol=1e-6)
+
+
+def test_mask_mse_keeps_its_gradient_where_the_prediction_overshoots():
+    pred = torch.tensor([1.5, -0.5, 0.5, 1.0]).view(1, 1, 2, 2).requires_grad_()
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0]).view(1, 1, 2, 2)
+    mask_aux_loss(pred, target).sum().backward()
+    # overshooting pixels: no Dice gradient (clipped) but the MSE's 2 (p - t) / 4 = +-0.25
+    assert pred.grad.flatten()[:2].tolist() == pytest.approx([0.25, -0.25], abs=1e-6)
 
 
 def test_token_cross_entropy_weighted_sum_and_count():

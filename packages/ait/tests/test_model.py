@@ -173,9 +173,37 @@ def test_joint_loss_normalises_each_task_by_its_token_count(joint_solver):
     index = targets["real_index"]
     code_logits = head.mask_code_logits(logits)[index[:, 0], index[:, 1]]
     with torch.no_grad():
-        per_object = mask_aux_loss(head.tokenizer.decode_soft(code_logits, 1.0), targets["real_crops"])
+        soft = head.tokenizer.decode_soft(code_logits, 1.0, clamp=False)
+        per_object = mask_aux_loss(soft, targets["real_crops"])
     expected_aux = 5.0 * 0.2 * 16 * per_object.double().sum().item() / count
     assert alone_inst["insseg_mask_aux"] == pytest.approx(expected_aux, rel=1e-4)
+
+
+def _original_mask_aux(pred: torch.Tensor, target: torch.Tensor, mask_tokens: int) -> float:
+    """The original's per-image term, float64: (dice_weight 1 x mean Dice + F.mse_loss) x 5.0 x tokens x 0.2."""
+    p, t = pred.double().flatten(1), target.double().flatten(1)
+    clipped = p.clip(0.0, 1.0)
+    dice = 1 - (2 * (clipped * t).sum(-1) + 1) / (clipped.sum(-1) + t.sum(-1) + 1)
+    return float((dice.mean() + ((p - t) ** 2).mean()) * 5.0 * mask_tokens * 0.2)
+
+
+def test_mask_aux_loss_is_the_originals_on_the_unclamped_soft_mask():
+    solver = build(tiny_config(tasks=("insseg",))).train()
+    head = solver.instance_head
+    with torch.no_grad():
+        head.tokenizer.decoder[-1].bias.fill_(1.5)  # soft-decoded masks overshoot 1: (y + 1) / 2 > 1
+    inst = instance_batch(objects=(2,))
+    out = solver.training_step({"insseg": inst}, torch.Generator().manual_seed(4))
+    targets = head.build_targets(inst, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = solver.decoder(solver.encode_images(inst["image"]), targets["input_ids"], "insseg")
+        index = targets["real_index"]
+        code_logits = head.mask_code_logits(logits)[index[:, 0], index[:, 1]]
+        raw = head.tokenizer.decode_soft(code_logits, 1.0, clamp=False)
+    assert raw.max() > 1.2  # the case a clamp would hide from the MSE
+    mask_tokens = 16 * len(index)  # the image's supervised mask tokens (all of its real objects)
+    expected = _original_mask_aux(raw, targets["real_crops"], mask_tokens) / out["insseg_tokens"]
+    assert out["insseg_mask_aux"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_instance_targets_any_batch_size_and_box_filling_mask_gives_all_ones(joint_solver):
@@ -231,6 +259,38 @@ def test_joint_depth_images_are_padded_to_the_depth_size(joint_solver):
     assert out["depth_tokens"] == 2 * 16 and math.isfinite(out["depth_loss"])
     with pytest.raises(ValueError, match="larger than the model's depth size"):
         joint_solver.training_step({"depth": depth_batch(size=64)})
+
+
+def test_depth_image_padded_to_the_canvas_while_depth_keeps_its_token_grid():
+    # The joint recipe at tiny size: images padded to 64x64 (2x2 memory cells), depth stays 32x32 (16 tokens).
+    solver = build(tiny_config(tasks=("depth",), depth_image_size=(2 * SIZE, 2 * SIZE))).train()
+    head = solver.depth_head
+    assert head.length == 16 and solver.decoder.config.tasks == {"depth": 16}
+    seen = []
+    hook = solver.backbone.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape[-2:])))
+    try:
+        out = solver.training_step({"depth": depth_batch()})
+        assert out["depth_tokens"] == 2 * 16 and math.isfinite(out["depth_loss"])
+        pred = solver.eval().predict_depth(torch.rand(1, 3, SIZE, SIZE - 8))
+    finally:
+        hook.remove()
+    assert seen == [(2 * SIZE, 2 * SIZE)] * 2 and pred.shape == (1, 1, SIZE, SIZE - 8)
+    # evaluation: crop-wide windows of a wider image, each padded to the canvas
+    from ait.evaluation import predict_depth_tta
+
+    full = predict_depth_tta(solver.predict_depth, torch.rand(1, 3, SIZE, SIZE + 16), window_width=SIZE)
+    assert full.shape == (1, 1, SIZE, SIZE + 16) and torch.isfinite(full).all()
+
+
+def test_a_rank_without_a_task_reports_the_same_parts_and_a_zero_loss_with_a_graph(joint_solver):
+    solver = joint_solver.train()
+    full = solver.training_step({"depth": depth_batch(), "insseg": instance_batch()}, torch.Generator())
+    no_depth = solver.training_step({"insseg": instance_batch()}, torch.Generator())
+    nothing = solver.training_step({})
+    assert set(full) == set(no_depth) == set(nothing)
+    assert no_depth["depth_loss"] == no_depth["depth_tokens"] == 0.0
+    assert nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
+    nothing["loss"].backward()
 
 
 def test_bad_batches_are_clear_errors(joint_solver):
@@ -374,8 +434,14 @@ def test_paper_joint_config_builds_the_papers_vocabulary_and_sequences():
 
     solver = build(create_config("swinv2b_640reso_joint"))
     assert solver.vocab.size == 2467  # the paper's layout with the 128 reserved ids
-    assert solver.decoder.config.tasks == {"depth": 400, "insseg": 2100}  # 20x20 depth grid, 100 x 21
-    assert solver.depth_head.tau == 1.0 and solver.cfg.loss.depth_task_weight == 0.2
+    # only the image is padded to the 640 canvas (20x20 memory); the depth ground truth stays a 480x480
+    # crop: 15x15 = 225 depth tokens, no padding tokens (the original's padto=640 + a 480 tokenizer)
+    assert solver.decoder.config.tasks == {"depth": 225, "insseg": 2100}
+    head = solver.depth_head
+    assert (head.size, head.image_size, head.grid) == ((480, 480), (640, 640), (15, 15))
+    images, depth = head.pad(torch.zeros(2, 3, 480, 480), torch.ones(2, 1, 480, 480))
+    assert images.shape == (2, 3, 640, 640) and depth.shape == (2, 1, 480, 480)
+    assert head.tau == 1.0 and solver.cfg.loss.depth_task_weight == 0.2
 
 
 @pytest.mark.parametrize(

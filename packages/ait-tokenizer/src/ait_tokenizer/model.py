@@ -209,10 +209,10 @@ class VQVAETokenizer(nn.Module):
     def _from_model(self, y: torch.Tensor) -> torch.Tensor:
         return (y + 1) / 2 if self.kind == "mask" else y
 
-    def _finish(self, y: torch.Tensor) -> torch.Tensor:
-        """Decoder output -> user units; masks are clamped to [0, 1] for the public decoders."""
+    def _finish(self, y: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Decoder output -> user units; masks are clamped to [0, 1] unless ``clamp=False``."""
         y = self._from_model(y)
-        return y.clamp(0, 1) if self.kind == "mask" else y
+        return y.clamp(0, 1) if self.kind == "mask" and clamp else y
 
     def _check_logits(self, logits: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
         """Logits (B, h*w, K) or (B, h, w, K) -> (B, h, w, K)."""
@@ -273,11 +273,20 @@ class VQVAETokenizer(nn.Module):
         return soft_lookup(logits, self.codebook, tau, backend="auto")
 
     def decode_soft(
-        self, logits: torch.Tensor, tau: float = 1.0, grid: tuple[int, int] | None = None
+        self,
+        logits: torch.Tensor,
+        tau: float = 1.0,
+        grid: tuple[int, int] | None = None,
+        clamp: bool = True,
     ) -> torch.Tensor:
-        """The soft token: decoder(softmax(tau * logits) @ codebook) -> (B, 1, H, W); differentiable in logits."""
+        """The soft token: decoder(softmax(tau * logits) @ codebook) -> (B, 1, H, W); differentiable in logits.
+
+        Masks come back clamped to [0, 1]; ``clamp=False`` returns the raw (denormalised) decoder output, as
+        the original's ``decode_soft`` does: a loss on it keeps its gradient where a prediction overshoots
+        [0, 1] (the task-solver's mask MSE). Depth maps are never clamped.
+        """
         z = self.soft_embed(logits, tau, grid)
-        return self._finish(self.decode_latents(z.to(self.codebook.dtype)))
+        return self._finish(self.decode_latents(z.to(self.codebook.dtype)), clamp=clamp)
 
     def forward(
         self,

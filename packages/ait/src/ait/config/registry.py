@@ -186,7 +186,10 @@ def _coco_model(tasks: tuple[str, ...], *, soft: bool, reserved: int) -> ModelCo
         max_objects=100,
         canvas=640,
         reserved_tokens=reserved,
-        depth_size=(640, 640),
+        # joint: the NYU image is zero-padded to the 640 canvas (the original's padto=640), the depth ground
+        # truth stays a 480x480 crop -> 15x15 = 225 tokens, no padding tokens (DESIGN §4 "Joint training")
+        depth_size=(480, 480),
+        depth_image_size=(640, 640),
         mask_tokenizer=TokenizerRef(preset=_PAPER_MASK_TOKENIZER) if "insseg" in tasks else None,
         depth_tokenizer=TokenizerRef(preset=_PAPER_DEPTH_TOKENIZER) if "depth" in tasks else None,
     )

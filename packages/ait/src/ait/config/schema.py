@@ -53,9 +53,13 @@ class ModelConfig:
     decode_weights: str = "fp32"
     max_objects: int = 100
     canvas: int = 640  # instance coordinate canvas (pixels)
-    # (H, W) the depth head sees: the training crop (480x480), or the joint canvas (640x640) where smaller
-    # depth images are zero-padded; fixes the depth sequence length (token grid of this size)
+    # (H, W) of the depth ground truth the tokenizer encodes: the training crop (480x480 -> 15x15 = 225
+    # tokens in every paper config, the joint one included); fixes the depth sequence length
     depth_size: tuple[int, int] = (480, 480)
+    # (H, W) the depth task's input *images* are zero-padded to (bottom/right) before the backbone; None =
+    # depth_size. The joint config: the 640x640 COCO canvas (the original's padto=640, a 20x20 memory grid)
+    # while the depth ground truth stays depth_size
+    depth_image_size: tuple[int, int] | None = None
     depth_tokenizer: TokenizerRef | None = None
     mask_tokenizer: TokenizerRef | None = None
 

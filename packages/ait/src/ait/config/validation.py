@@ -76,6 +76,14 @@ def validate_config(cfg: Config) -> None:
     _check(d.synthetic_train_length >= 1, "data.synthetic_train_length", ">= 1", d.synthetic_train_length)
     _check(d.synthetic_val_length >= 1, "data.synthetic_val_length", ">= 1", d.synthetic_val_length)
 
+    if m.depth_image_size is not None:
+        _check(
+            m.depth_image_size[0] >= m.depth_size[0] and m.depth_image_size[1] >= m.depth_size[1],
+            "model.depth_image_size",
+            f"None or at least model.depth_size {m.depth_size} (images are padded to it, never cropped)",
+            m.depth_image_size,
+        )
+
     # model numbers the engine relies on
     _check(m.tau_depth > 0 and m.tau_mask > 0, "model.tau_depth/tau_mask", "> 0", (m.tau_depth, m.tau_mask))
     _check(0 < m.top_p <= 1, "model.top_p", "in (0, 1]", m.top_p)

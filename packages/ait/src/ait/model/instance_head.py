@@ -198,7 +198,8 @@ class InstanceHead(nn.Module):
         real_index = targets["real_index"]
         if self.task == "insseg" and self.soft_token and self.mask_aux_weight > 0 and len(real_index):
             code_logits = self.mask_code_logits(logits)[real_index[:, 0], real_index[:, 1]]  # (R, n, K)
-            pred = self.tokenizer.decode_soft(code_logits.float(), self.tau, grid=self.mask_grid)
+            # unclamped, as the original's decode_soft: the Dice term clips, the MSE keeps its gradient
+            pred = self.tokenizer.decode_soft(code_logits.float(), self.tau, grid=self.mask_grid, clamp=False)
             per_object = mask_aux_loss(pred, targets["real_crops"])
             # Each supervised mask token of a real object carries its object's Dice + MSE, weighted
             # mask_aux_weight x mask_weight (5.0 x 0.2), before the task's token-count normalisation.

@@ -21,6 +21,12 @@ from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout
 from ait_tokenizer import create_tokenizer, load_tokenizer
 
 TASKS = ("depth", "insseg", "det")
+# float parts a training step reports per task (the same keys on every rank, 0 where a task is absent)
+_PART_KEYS = {
+    "depth": ("depth_ce", "depth_silog", "depth_loss", "depth_tokens"),
+    "insseg": ("insseg_ce", "insseg_mask_aux", "insseg_objects", "insseg_loss", "insseg_tokens"),
+    "det": ("det_ce", "det_loss", "det_tokens"),
+}
 
 
 class TaskSolver(nn.Module):
@@ -89,49 +95,66 @@ class TaskSolver(nn.Module):
     def training_step(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         """batch: {task: collated batch}; returns {"loss": tensor} plus float parts per task.
 
-        Each task's loss = (weighted CE sum [+ weighted mask aux sum]) / supervised-token count (the count
-        averaged over ranks, at least 1) [+ depth: aux_weight x SILog]; tasks are weighted and summed.
+        Each task's loss = its summed local loss (weighted CE sum [+ weighted mask aux sum] [+ depth:
+        aux_weight x SILog x local token count]) / its supervised-token count averaged over ranks (at least
+        1); tasks are weighted and summed (DESIGN §4 "Joint training"). The token counts of *every*
+        configured task go through one all-reduce on every rank, whatever the local batch holds: a rank
+        without depth images (4 NYU images over many GPUs) passes 0 for depth, so all ranks join the same
+        collectives in the same order. A batch may hold any subset of the tasks, even none. The float
+        parts have the same keys on every rank (0 for a task absent here), as the engine averages them.
         Random choices of the instance sequences (padding, jitter, class corruption) use `generator`, or the
         global torch RNG when None (checkpointed with the engine's RNG state).
         """
         unknown = set(batch) - set(self.tasks)
-        if unknown or not batch:
-            raise ValueError(
-                f"batch tasks must be a non-empty subset of {self.tasks}, received {sorted(batch)}"
-            )
-        loss_cfg = self.cfg.loss
-        total = None
-        parts: dict[str, float] = {}
-        if "depth" in batch:
-            depth_loss = self._depth_loss(batch["depth"], parts)
-            total = loss_cfg.depth_task_weight * depth_loss
-        for task in ("insseg", "det"):
+        if unknown:
+            raise ValueError(f"batch tasks must be a subset of {self.tasks}, received {sorted(batch)}")
+        local: dict[str, dict] = {}  # task -> {"sum", "count", ...} of this rank's batch
+        for task in self.tasks:
             if task in batch:
-                task_loss = self._instance_loss(task, batch[task], parts, generator)
-                weighted = loss_cfg.insseg_task_weight * task_loss
-                total = weighted if total is None else total + weighted
+                if task == "depth":
+                    local[task] = self._depth_sum(batch[task])
+                else:
+                    local[task] = self._instance_sum(task, batch[task], generator)
+
+        # One collective for all tasks, in the config's task order, on every rank.
+        anchor = self.decoder.output_bias
+        zero = torch.zeros((), device=anchor.device)
+        counts = torch.stack([local[t]["count"].float() if t in local else zero for t in self.tasks])
+        normalisers = token_normaliser(counts)
+
+        loss_cfg = self.cfg.loss
+        # a rank with nothing to learn from still returns a loss with a graph (zero gradients)
+        total = anchor.sum() * 0.0
+        parts: dict[str, float] = {}
+        for index, task in enumerate(self.tasks):
+            weight = loss_cfg.depth_task_weight if task == "depth" else loss_cfg.insseg_task_weight
+            if task not in local:
+                parts.update(dict.fromkeys(_PART_KEYS[task], 0.0))
+                continue
+            terms, norm = local[task], normalisers[index]
+            task_loss = terms["sum"] / norm
+            total = total + weight * task_loss
+            parts[f"{task}_ce"] = float(terms["ce_sum"].detach() / norm)
+            if task == "depth":
+                parts["depth_silog"] = float(terms["silog"].detach())
+            elif task == "insseg":
+                parts["insseg_mask_aux"] = float(terms["aux_sum"].detach() / norm)
+                parts["insseg_objects"] = float(terms["objects"])
+            parts[f"{task}_loss"] = float(task_loss.detach())
+            parts[f"{task}_tokens"] = float(terms["count"])
         parts_out = {"loss": total, **parts}
         parts_out["total"] = float(total.detach())
         return parts_out
 
-    def _depth_loss(self, depth_batch: dict, parts: dict) -> torch.Tensor:
+    def _depth_sum(self, depth_batch: dict) -> dict[str, torch.Tensor]:
         head = self.depth_head
         images, depth = head.pad(depth_batch["image"], depth_batch["depth"])
         target_ids = head.targets(depth)
         memory = self.encode_images(images)
         logits = self.teacher_forced_logits(memory, target_ids, "depth", head.length)
-        terms = head.loss(logits, target_ids, depth)
-        ce = terms["ce_sum"] / token_normaliser(terms["count"])
-        loss = ce + head.aux_weight * terms["silog"] if head.soft_token else ce
-        parts.update(
-            depth_ce=float(ce.detach()),
-            depth_silog=float(terms["silog"].detach()),
-            depth_loss=float(loss.detach()),
-            depth_tokens=float(terms["count"]),
-        )
-        return loss
+        return head.loss(logits, target_ids, depth)
 
-    def _instance_loss(self, task: str, inst_batch: dict, parts: dict, generator) -> torch.Tensor:
+    def _instance_sum(self, task: str, inst_batch: dict, generator) -> dict[str, torch.Tensor]:
         head = self.instance_head
         if head is None or head.task != task:
             raise ValueError(f"this solver has no {task!r} head (tasks {self.tasks})")
@@ -139,17 +162,7 @@ class TaskSolver(nn.Module):
         memory = self.encode_images(inst_batch["image"])
         logits = self.teacher_forced_logits(memory, targets["input_ids"], task, head.length)
         terms = head.loss(logits, targets)
-        normaliser = token_normaliser(terms["count"])
-        ce = terms["ce_sum"] / normaliser
-        aux = terms["aux_sum"] / normaliser
-        loss = ce + aux
-        parts[f"{task}_ce"] = float(ce.detach())
-        if task == "insseg":
-            parts["insseg_mask_aux"] = float(aux.detach())
-            parts["insseg_objects"] = float(len(targets["real_index"]))
-        parts[f"{task}_loss"] = float(loss.detach())
-        parts[f"{task}_tokens"] = float(terms["count"])
-        return loss
+        return {**terms, "sum": terms["ce_sum"] + terms["aux_sum"], "objects": len(targets["real_index"])}
 
     # ---------------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -291,6 +304,7 @@ def build_task_solver(cfg: Config) -> TaskSolver:
             depth_tok,
             vocab,
             size=model.depth_size,
+            image_size=model.depth_image_size,
             tau=model.tau_depth,
             soft_token=model.soft_token,
             aux_weight=cfg.loss.depth_aux_weight,
