@@ -6,6 +6,7 @@
     ait eval swinv2b_480reso_depthonly --checkpoint work_dirs/.../iter_0025250.pt
     ait predict --checkpoint run/checkpoints/iter_0000600.pt room.png --out predictions/
     ait tokenizer train ait_depth_vqvae --cfg-options nyu_root=data/nyu_depth_v2 --out vqvae_depth
+    ait convert-original vqvae_depth.pt vqvae_depth.safetensors   # the original release's files
     ait demo
 
 Bad input (unknown config or key, wrong value type, missing dataset/checkpoint/image, an undecodable image,
@@ -36,6 +37,9 @@ def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ait", description="AiT (All in Tokens) task-solver: train, evaluate, predict, demo."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also AIT_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -78,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config")
     _add_cfg_options(t)
     t.add_argument("--out", help="output folder (default: work_dirs/CONFIG)")
+
+    p = sub.add_parser(
+        "convert-original",
+        help="convert a file of the original release (VQ-VAE or task-solver) to our formats",
+        description="Write IN (the original's vqvae_*.pt, a task-solver checkpoint of one of its nine configs, "
+        "or ait_det_swinv2b_wodec.pth) to OUT in our format (a safetensors tokenizer, or a task-solver "
+        "checkpoint), printing every key mapped, dropped, filled or missing. Nothing is written unless every "
+        "key fits.",
+    )
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--config", help="the task-solver config the file was trained with (default: inferred)")
+    _add_cfg_options(p)
 
     p = sub.add_parser("configs", help="list the registered configs")
     p.add_argument("--kind", choices=("solver", "tokenizer"))
@@ -135,7 +152,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             _print_metrics(cfg, metrics)
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+                # strict JSON: a NaN (e.g. AP without ground truth) is written as null, never as NaN
+                text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False)
+                Path(args.out).write_text(text, encoding="utf-8")
     finally:
         cleanup_distributed()
     return 0
@@ -148,11 +167,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     for image in args.images:  # fail on a missing/undecodable image before loading anything
         load_image(image)
+    _check_device(args.device)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     solver, cfg = load_solver(args.checkpoint, device=device)
     for path in predict_files(solver, cfg, args.images, args.out):
         print(path)
     return 0
+
+
+def _json_safe(value):
+    import math
+
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _check_device(device: str | None) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda requested but CUDA is not available on this machine: use --device cpu"
+        )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -173,6 +214,13 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"work_dirs/{args.config}")
     final = train_tokenizer(cfg, out)
     print(f"tokenizer checkpoint: {final}")
+    return 0
+
+
+def _cmd_convert_original(args: argparse.Namespace) -> int:
+    from ait.original import convert_original
+
+    convert_original(args.input, args.output, args.config, args.cfg_options)
     return 0
 
 
@@ -199,26 +247,51 @@ _COMMANDS = {
     "eval": _cmd_eval,
     "predict": _cmd_predict,
     "demo": _cmd_demo,
+    "convert-original": _cmd_convert_original,
     "configs": _cmd_configs,
     "show-config": _cmd_show_config,
 }
 
 
+DEBUG_ENV = "AIT_DEBUG"  # AIT_DEBUG=1 (or --debug): the full traceback instead of the one-line error
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+    import signal
+    import threading
+
     from ait.engine.trainer import NonFiniteLossError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = _cmd_tokenizer_train if args.command == "tokenizer" else _COMMANDS[args.command]
+    debug = args.debug or bool(os.environ.get(DEBUG_ENV))
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops like Ctrl-C
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
-        # expected bad input: one clear line, no traceback (ConfigError is a ValueError)
-        print(f"ait: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("ait: interrupted", file=sys.stderr)
+        print("ait: interrupted (continue a training run with --resume)", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug:
+            raise
+        # expected bad input (ConfigError is a ValueError; OSError covers unwritable/full folders): one line
+        expected = isinstance(error, (ValueError, OSError, ArithmeticError, NonFiniteLossError))
+        text = " ".join(str(error).split()) or type(error).__name__
+        if not expected:
+            text = f"unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)"
+        print(f"ait: error: {text}", file=sys.stderr)
+        return 2 if expected else 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

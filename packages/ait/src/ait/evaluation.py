@@ -136,10 +136,20 @@ def evaluate_depth(
                 sliding_window=eval_cfg.sliding_window,
                 flip=eval_cfg.flip,
             )
+            if not bool(torch.isfinite(pred).all()):
+                bad = int((~torch.isfinite(pred)).sum())
+                raise ValueError(
+                    f"evaluation batch {index}: the solver predicted {bad} non-finite depth value(s) of "
+                    f"{pred.numel()}; the metrics would clean them to min_depth and look plausible, so "
+                    "evaluation stops: check the checkpoint's weights"
+                )
             metrics.update(pred[:, 0].cpu().numpy(), batch["depth"][:, 0].cpu().numpy())
     finally:
         solver.train(was_training)
-    return _merged_metrics(metrics)
+    result = _merged_metrics(metrics)
+    if result["num_images"] == 0:
+        raise ValueError("the depth evaluation split is empty: no image to evaluate (check the split file)")
+    return result
 
 
 def mean_depth_baseline(

@@ -22,6 +22,7 @@ highest step (an interrupted save leaves only a hidden temp file, which is ignor
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -40,6 +41,7 @@ __all__ = [
     "atomic_torch_save",
     "capture_rng_state",
     "check_config_compatible",
+    "check_finite_weights",
     "checkpoint_path",
     "config_differences",
     "find_latest_checkpoint",
@@ -47,6 +49,7 @@ __all__ = [
     "load_checkpoint",
     "load_model_weights",
     "prune_checkpoints",
+    "remove_temporary_files",
     "restore_rng_state",
 ]
 
@@ -83,21 +86,78 @@ _ARCHITECTURE_PREFIX = "model."
 INFERENCE_KEYS = ("model.tau_depth", "model.tau_mask", "model.top_p", "model.soft_input")
 
 
+# Fault-injection hook of the kill -9 tests: AIT_KILL_AT="PHASE" or "PHASE@STEP" makes the process SIGKILL
+# itself when a save reaches that phase ("solver-save:temp-written", "solver-save:replaced",
+# "solver-save:pruned"); unset in normal use.
+KILL_AT_ENV = "AIT_KILL_AT"
+
+
+def fault_point(phase: str, step: int | None = None) -> None:
+    target = os.environ.get(KILL_AT_ENV)
+    if not target:
+        return
+    name, _, at = target.partition("@")
+    if name == phase and (not at or (step is not None and int(at) == step)):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_finite_weights(weights: dict, source: str | os.PathLike) -> None:
+    """ValueError naming ``source`` and the tensors holding NaN/inf (a diverged run or a corrupted file)."""
+    bad = [
+        name
+        for name, tensor in weights.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise ValueError(
+            f"{source}: non-finite weights (NaN or inf) in {shown}; the run diverged or the file is corrupted: "
+            "use an earlier checkpoint"
+        )
+
+
+def remove_temporary_files(work_dir: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary files an interrupted (killed) save left in work_dir/checkpoints."""
+    folder = Path(work_dir) / "checkpoints"
+    removed = []
+    if folder.is_dir():
+        for path in folder.glob(".iter_*.pt.tmp-*"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def checkpoint_path(work_dir: str | os.PathLike, step: int) -> Path:
     return Path(work_dir) / "checkpoints" / f"iter_{step:07d}.pt"
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the same directory, fsync, then os.replace: readers never see half a file."""
+def atomic_torch_save(obj: Any, path: str | os.PathLike, step: int | None = None) -> Path:
+    """torch.save to a temp file in the same directory, fsync, then os.replace: readers never see half a file.
+
+    A failed write (ENOSPC, EACCES...) is an OSError naming the file and the reason; the file it would have
+    replaced is untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point("solver-save:temp-written", step)
         os.replace(tmp, path)
+    except OSError as error:
+        code = errno.errorcode.get(error.errno or 0, "")
+        raise OSError(
+            error.errno,
+            f"cannot write checkpoint {path}: {error.strerror or error}{f' ({code})' if code else ''}; "
+            "the previous checkpoints are kept: free space or choose another work_dir, then --resume",
+        ) from error
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -143,6 +203,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(
             f"{path} is not an AiT task-solver checkpoint (expected format {CHECKPOINT_FORMAT!r})"
         )
+    missing = [key for key in ("config", "model", "step") if key not in state]
+    if missing or not isinstance(state.get("model"), dict):
+        raise ValueError(f"checkpoint {path} is incomplete: missing or malformed {missing or ['model']}")
     return state
 
 

@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from ait.config.schema import Config
-from ait.engine.checkpoint import check_config_compatible, load_checkpoint, load_model_weights
+from ait.engine.checkpoint import (
+    check_config_compatible,
+    check_finite_weights,
+    load_checkpoint,
+    load_model_weights,
+)
 
 __all__ = ["load_image", "load_solver", "predict_files"]
 
@@ -28,8 +33,13 @@ def load_solver(
     weights too, so their original files are not needed.
     """
     from ait.model import build_task_solver
+    from ait.original import load_original_solver, read_original_solver
 
+    original = read_original_solver(checkpoint)  # the original release's files, recognised by content
+    if original is not None:
+        return load_original_solver(checkpoint, cfg, device, state=original)
     state = load_checkpoint(checkpoint, map_location="cpu")
+    check_finite_weights(state["model"], checkpoint)
     saved = Config.from_json(state["config"])
     if cfg is not None:
         check_config_compatible(state, cfg, checkpoint, architecture_only=True)
@@ -61,6 +71,17 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from error
+
+
+def check_finite_predictions(pred: torch.Tensor, what: str) -> None:
+    """ValueError when a prediction holds NaN/inf: it is reported, never cleaned into plausible numbers."""
+    finite = torch.isfinite(pred)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"the solver predicted {bad} non-finite value(s) of {pred.numel()} for the {what}: its weights or "
+            "inputs are broken (check the checkpoint; nothing was written for this image)"
+        )
 
 
 def _write_depth_png(path: Path, depth: np.ndarray) -> None:
@@ -110,6 +131,7 @@ def predict_files(
                 sliding_window=cfg.eval.sliding_window,
                 flip=cfg.eval.flip,
             )
+            check_finite_predictions(pred, f"depth of {path}")
             pred_depth = F.interpolate(
                 pred.float().cpu(), size=(height, width), mode="bilinear", align_corners=False
             )

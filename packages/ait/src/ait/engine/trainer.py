@@ -33,10 +33,14 @@ from ait.engine.checkpoint import (
     atomic_torch_save,
     capture_rng_state,
     check_config_compatible,
+    check_finite_weights,
     checkpoint_path,
+    fault_point,
     find_latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_temporary_files,
     restore_rng_state,
 )
 from ait.engine.distributed import (
@@ -131,7 +135,12 @@ def load_initial_weights(model: nn.Module, path: str, log: Callable[[str], None]
         raise FileNotFoundError(
             f"load_from checkpoint not found: {source} (set --cfg-options load_from=None to start from scratch)"
         )
-    if source.suffix == ".safetensors":
+    from ait.original import original_initial_weights
+
+    original = original_initial_weights(model, source, log)  # None unless an original release file
+    if original is not None:
+        weights = original
+    elif source.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         weights = load_file(str(source))
@@ -143,6 +152,9 @@ def load_initial_weights(model: nn.Module, path: str, log: Callable[[str], None]
             weights = state["state_dict"]  # mmcv-style checkpoints
         else:
             weights = state
+    if not isinstance(weights, dict):
+        raise ValueError(f"load_from {source}: expected a dict of tensors, found {type(weights).__name__}")
+    check_finite_weights(weights, f"load_from {source}")
     own = model.state_dict()
     matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     skipped = sorted(set(weights) - set(matched))
@@ -179,6 +191,8 @@ class Trainer:
         self._print = log or print
         self.evaluate_enabled = evaluate
         self.work_dir = Path(cfg.work_dir)
+        if self.dist.is_main:
+            ensure_writable(self.work_dir)  # fail now, not after building data and model
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         configure_determinism(cfg.deterministic, self.device)
@@ -254,8 +268,10 @@ class Trainer:
         state = self.state_dict()  # collective (RNG gather): every rank calls it
         path = checkpoint_path(self.work_dir, self.step)
         if self.dist.is_main:
-            atomic_torch_save(state, path)
+            atomic_torch_save(state, path, step=self.step)
+            fault_point("solver-save:replaced", self.step)
             prune_checkpoints(self.work_dir, self.cfg.keep_checkpoints)
+            fault_point("solver-save:pruned", self.step)
         barrier()
         self.last_checkpoint = path
         return path
@@ -268,6 +284,7 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.work_dir / 'checkpoints'}")
         state = load_checkpoint(path, map_location="cpu")
         check_config_compatible(state, self.cfg, path)
+        check_finite_weights(state["model"], path)
         from ait.engine.checkpoint import load_model_weights
 
         load_model_weights(self.model, state["model"], path)
@@ -350,9 +367,16 @@ class Trainer:
         """
         cfg = self.cfg
         start_wall = time.perf_counter()
+        if self.dist.is_main:
+            removed = remove_temporary_files(self.work_dir)
+            if removed:
+                self.log(f"removed {len(removed)} temporary file(s) of an interrupted save")
         if resume:
             self.resume(None if resume is True else resume)
+            if self.dist.is_main:
+                truncate_metrics(self.metrics.path, self.step)
         elif self.step == 0:
+            refuse_used_work_dir(self.work_dir)
             restore_rng_state(self._start_rng)
         if self.dist.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -445,6 +469,53 @@ class Trainer:
             images_per_s=throughput,
             wall_s=time.perf_counter() - start_wall,
         )
+
+
+def ensure_writable(work_dir: Path) -> None:
+    """Create work_dir and prove it writable, so an unwritable folder fails before any time is spent."""
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe = work_dir / f".ait-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"work_dir {work_dir} is not writable ({error.strerror or error}): choose another with "
+            "--work-dir or --cfg-options work_dir=...",
+        ) from error
+
+
+def refuse_used_work_dir(work_dir: Path) -> None:
+    """A fresh run may not write into a folder that holds another run's checkpoints or metrics."""
+    found = [str(p.relative_to(work_dir)) for _, p in list_checkpoints(work_dir)][-2:]
+    metrics = work_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    if found:
+        raise ValueError(
+            f"work_dir {work_dir} already holds a run ({', '.join(found)}); continue it with --resume, or "
+            "choose another --work-dir (or delete that folder) to start a new run"
+        )
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics records of steps after `step`: a resumed run logs each step once."""
+    if not path.is_file():
+        return
+    import json
+
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _summary(metrics: dict[str, Any]) -> str:
