@@ -4,12 +4,14 @@
 - kill -9 after N steps, then `ait train --resume`: the same final weights as an uninterrupted run.
 - CLI smoke: `ait eval` and `ait predict` on the resulting checkpoint (and on an undecodable image).
 
-Why the DDP comparison uses the depth-only config with the auxiliary SILog weight 0: the token
-cross-entropy is normalised by the all-reduced token count, so its DDP gradient is exactly the global-batch
-gradient, but SILog is a square root over the *local* batch, which no gradient averaging can reproduce;
-dropout and drop-path are 0 in the CPU configs (augmentation is seeded per sample, so it is the same in
-both runs). Instance sequences draw their random padding from each process's RNG, so they are not part of
-the DDP comparison (they are part of the resume check).
+Why the depth-only DDP comparison sets the auxiliary SILog weight 0: the token cross-entropy is normalised
+by the all-reduced token count, so its DDP gradient is exactly the global-batch gradient, but SILog is a
+square root over the *local* batch, which no gradient averaging can reproduce when several ranks hold depth
+images. The joint comparison gives all depth images to one rank (global depth batch 1, as 4 NYU images over
+many GPUs leave most ranks without one): there the local SILog is the global one, and the original's
+scaling (SILog x local token count before the division by the mean count) makes the update exact, SILog
+included. Dropout and drop-path are 0 in the CPU configs; augmentation and instance sequences (padding,
+class corruption) are seeded per sample, so they are the same in both runs.
 """
 
 from __future__ import annotations
@@ -90,6 +92,46 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     # same images, same gradients up to float summation order across ranks
     _assert_same(rank0, one, rtol=1e-4, atol=1e-5)
     # the logged loss is the mean over ranks, the same as the single run's
+    ddp_loss = [line for line in ddp.stdout.splitlines() if line.startswith("step 6/6")]
+    single_loss = [line for line in single.stdout.splitlines() if line.startswith("step 6/6")]
+    assert ddp_loss and single_loss
+    assert float(ddp_loss[0].split()[3]) == pytest.approx(float(single_loss[0].split()[3]), rel=1e-4)
+
+
+JOINT_DDP_OPTIONS = [
+    "optim.max_iters=6",
+    "data.depth_batch=1",  # rank 1 holds the only depth image, rank 0 none
+    "data.insseg_batch=2",
+    "checkpoint_interval=0",
+    "log_interval=3",
+]
+
+
+def test_joint_ddp_with_a_rank_without_depth_matches_one_process(tmp_path):
+    """Every rank joins the same collectives whatever its batch holds (before: "non-finite loss" at step 1)."""
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    ddp = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29518",
+            str(WORKER),
+            "cpu_joint_tiny",
+            str(ddp_dir),
+            *JOINT_DDP_OPTIONS,
+        ]
+    )
+    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    single = _run([sys.executable, str(WORKER), "cpu_joint_tiny", str(single_dir), *JOINT_DDP_OPTIONS])
+    assert single.returncode == 0, single.stderr[-4000:]
+
+    rank0, rank1 = _weights(ddp_dir / "rank0.pt"), _weights(ddp_dir / "rank1.pt")
+    _assert_same(rank0, rank1)
+    _assert_same(rank0, _weights(single_dir / "rank0.pt"), rtol=1e-4, atol=1e-5)
     ddp_loss = [line for line in ddp.stdout.splitlines() if line.startswith("step 6/6")]
     single_loss = [line for line in single.stdout.splitlines() if line.startswith("step 6/6")]
     assert ddp_loss and single_loss

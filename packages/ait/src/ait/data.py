@@ -6,7 +6,9 @@ share of every global batch, so a 2-process run trains on exactly the images a 1
 whole data order is one integer per task (the stream position), which checkpoints store for `--resume`.
 
 Augmentation randomness is drawn per sample from a generator seeded by (seed, task, stream position), not
-from a process-global RNG, so it does not depend on which rank or worker renders the sample either.
+from a process-global RNG, so it does not depend on which rank or worker renders the sample either. Instance
+samples carry that seed as "sequence_seed": the instance head draws the sample's sequence randomness
+(Pix2Seq padding, class corruption) from it, so a 2-process run builds the very sequences a 1-process run does.
 """
 
 from __future__ import annotations
@@ -198,7 +200,12 @@ class TransformedDataset(Dataset):
             # so which samples get it does not depend on the process or on a resume
             self.transform.count = draw
         with _seeded_global_rng(seed):
-            return self.transform(sample)
+            out = self.transform(sample)
+        if self.task in COCO_TASKS and isinstance(out, dict):
+            # the instance head seeds this sample's sequence randomness (padding objects, jitter, class
+            # corruption) with it, so a sequence depends on the draw only, not on the rank that builds it
+            out["sequence_seed"] = seed
+        return out
 
     def __getattr__(self, name: str) -> Any:
         if name in ("base", "transform", "seed", "task"):

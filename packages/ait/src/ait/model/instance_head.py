@@ -88,6 +88,8 @@ class InstanceHead(nn.Module):
     def build_targets(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Collated instance batch -> decoder inputs, targets, CE weights and the real objects' mask crops.
 
+        Randomness: `generator`, else per image a generator seeded by the batch's "sequence_seed" (one per
+        image, set by the training data), else the global torch RNG.
         Returns input_ids / target_ids (B, L) int64, weights (B, L) float, and for the auxiliary loss
         real_index (R, 2) (image, object slot) and real_crops (R, 1, s, s) binary float.
         """
@@ -103,8 +105,16 @@ class InstanceHead(nn.Module):
         masks_list = batch.get("masks") if self.task == "insseg" else None
         if self.task == "insseg" and (masks_list is None or len(masks_list) != num_images):
             raise ValueError(f"task 'insseg' needs 'masks': one (N, H, W) entry per image ({num_images})")
+        # One generator per image when the batch carries per-sample seeds (the training data does) and the
+        # caller passes none: an image's sequence then depends on its sample only, not on the batch or rank.
+        seeds = batch.get("sequence_seed") if generator is None else None
+        if seeds is not None:
+            generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        else:
+            generators = [generator] * num_images
         padded_all, kept_all = [], []
         for index, (boxes, labels) in enumerate(zip(boxes_list, labels_list, strict=True)):
+            generator = generators[index]
             boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
             labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1).cpu()
             if masks_list is not None:
@@ -131,7 +141,7 @@ class InstanceHead(nn.Module):
             )
 
         inputs, targets, weights = [], [], []
-        for padded, codes in zip(padded_all, mask_codes_all, strict=True):
+        for padded, codes, generator in zip(padded_all, mask_codes_all, generators, strict=True):
             seq_in, seq_out, seq_w = instances_to_sequence(
                 padded,
                 None if codes is None else codes.cpu(),  # None: a detection sequence (no mask tokens)

@@ -102,8 +102,8 @@ class TaskSolver(nn.Module):
         without depth images (4 NYU images over many GPUs) passes 0 for depth, so all ranks join the same
         collectives in the same order. A batch may hold any subset of the tasks, even none. The float
         parts have the same keys on every rank (0 for a task absent here), as the engine averages them.
-        Random choices of the instance sequences (padding, jitter, class corruption) use `generator`, or the
-        global torch RNG when None (checkpointed with the engine's RNG state).
+        Random choices of the instance sequences (padding, jitter, class corruption) use `generator`, else
+        the per-sample seeds the training data carries ("sequence_seed"), else the global torch RNG.
         """
         unknown = set(batch) - set(self.tasks)
         if unknown:
