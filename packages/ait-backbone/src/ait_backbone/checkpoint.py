@@ -163,6 +163,16 @@ def convert_state_dict(
     return converted, sources, dropped, layout
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """ValueError naming the file and the tensors holding NaN/inf (a diverged run or a corrupted file)."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:4])}"
+            f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}; use another checkpoint"
+        )
+
+
 def load_backbone_checkpoint(
     backbone: nn.Module, path: str | os.PathLike, *, layout: str = "auto"
 ) -> CheckpointReport:
@@ -174,6 +184,7 @@ def load_backbone_checkpoint(
     of other shapes (another architecture).
     """
     state_dict = read_state_dict(path)
+    check_finite(state_dict, path)
     num_stages = len(backbone.preset.depths) if hasattr(backbone, "preset") else 4
     converted, sources, dropped, layout = convert_state_dict(state_dict, num_stages, layout)
 

@@ -11,6 +11,7 @@ Boxes under 2 px on a side are skipped, as the original's evaluation does.
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,26 @@ class MaskCoco(Dataset):
         npz_path = Path(npz_path)
         if not npz_path.is_file():
             raise FileNotFoundError(f"maskcoco file not found: {npz_path}")
-        with np.load(npz_path) as data:
-            missing = {"masks", "image_id", "ann_id", "category_id", "box", "size"} - set(data.files)
-            if missing:
-                raise ValueError(f"{npz_path} is not a maskcoco file: missing {sorted(missing)}")
-            self.size = int(data["size"])
-            self.packed = data["masks"]
-            self.image_id, self.ann_id = data["image_id"], data["ann_id"]
-            self.category_id, self.box = data["category_id"], data["box"]
+        try:  # allow_pickle stays False: an object array or a pickle in the file is refused, never run
+            with np.load(npz_path, allow_pickle=False) as data:
+                if not hasattr(data, "files"):
+                    raise ValueError("a single array, not an .npz archive")
+                missing = {"masks", "image_id", "ann_id", "category_id", "box", "size"} - set(data.files)
+                if missing:
+                    raise ValueError(f"missing {sorted(missing)}")
+                self.size = int(data["size"])
+                self.packed = data["masks"]
+                self.image_id, self.ann_id = data["image_id"], data["ann_id"]
+                self.category_id, self.box = data["category_id"], data["box"]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, TypeError) as error:
+            raise ValueError(
+                f"{npz_path} is not a maskcoco file ({error}); rebuild it with `ait-maskcoco ANN_FILE --out ...`"
+            ) from error
+        if self.packed.dtype != np.uint8 or self.packed.ndim != 3 or len(self.box) != len(self.packed):
+            raise ValueError(
+                f"{npz_path} is not a maskcoco file: masks {self.packed.dtype} {self.packed.shape} (expected "
+                "uint8 (N, size, size/8) with one box per mask); rebuild it with `ait-maskcoco`"
+            )
 
     def __len__(self) -> int:
         return len(self.packed)
@@ -132,9 +145,15 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    out = build_maskcoco(args.ann_file, args.out, args.size, args.min_box, progress=not args.no_progress)
-    print(f"wrote {len(MaskCoco(out))} masks to {out}")
-    return out
+
+    def body() -> Path:
+        out = build_maskcoco(args.ann_file, args.out, args.size, args.min_box, progress=not args.no_progress)
+        print(f"wrote {len(MaskCoco(out))} masks to {out}")
+        return out
+
+    from ait_data._cli import run_command
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -86,10 +86,16 @@ def main(argv: list[str] | None = None) -> Path:
         )
     except ValueError as err:
         parser.error(str(err))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    preview_grid(dataset, range(args.num)).save(args.out)
-    print(f"wrote {args.out} ({args.num} scenes at {height}x{width}: RGB | depth | instances)")
-    return args.out
+
+    def body() -> Path:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        preview_grid(dataset, range(args.num)).save(args.out)
+        print(f"wrote {args.out} ({args.num} scenes at {height}x{width}: RGB | depth | instances)")
+        return args.out
+
+    from ait_data._cli import run_command
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
