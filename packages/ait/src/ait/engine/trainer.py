@@ -143,9 +143,18 @@ def load_initial_weights(model: nn.Module, path: str, log: Callable[[str], None]
     elif source.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        weights = load_file(str(source))
+        try:
+            weights = load_file(str(source))
+        except Exception as error:
+            raise ValueError(f"load_from {source}: not a readable safetensors file ({error})") from error
     else:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as error:  # a crafted pickle, a truncated or foreign file: refused, never executed
+            first = str(error).splitlines()[0] if str(error) else ""
+            raise ValueError(
+                f"load_from {source}: not a checkpoint of plain tensors ({type(error).__name__}: {first})"
+            ) from error
         if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
             weights = state["model"]
         elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
