@@ -135,6 +135,10 @@ def test_instance_transform_train_keeps_boxes_on_masks():
         assert out["image"].shape == (3, 80, 80) and out["image"].dtype == torch.float32
         assert out["boxes"].shape == (n, 4) and out["masks"].shape == (n, 80, 80)
         assert out["masks"].dtype == torch.uint8 and out["orig_size"] == (64, 96)
+        # the real image area: the resized (and cropped) image, top-left; zero padding beyond it
+        h, w = out["image_size"]
+        assert (h, w) == (min(80, round(64 * out["scale"])), min(80, round(96 * out["scale"])))
+        assert (out["image"][:, h:] == 0).all() and (out["image"][:, :, w:] == 0).all()
         tolerance = out["scale"] + 1  # nearest-neighbour mask vs exact box scaling
         for box, mask in zip(out["boxes"], out["masks"]):
             assert mask.any()

@@ -108,6 +108,52 @@ def test_pad_instances_structure_and_determinism():
     assert ((padded.boxes[duplicates] - source_boxes).abs() <= size * 0.1 + 1e-4).all()
 
 
+@st.composite
+def image_with_boxes(draw):
+    """A real image area (h, w) inside the 640 canvas (before its padding) and boxes inside that area."""
+    height = draw(st.floats(8.0, CANVAS, allow_nan=False))
+    width = draw(st.floats(8.0, CANVAS, allow_nan=False))
+    n = draw(st.integers(0, 6))
+    rows = []
+    for _ in range(n):
+        x1, x2 = sorted((draw(st.floats(0, width)), draw(st.floats(0, width))))
+        y1, y2 = sorted((draw(st.floats(0, height)), draw(st.floats(0, height))))
+        rows.append([x1, y1, x2, y2])
+    return (height, width), torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=image_with_boxes(), seed=st.integers(0, 2**31 - 1))
+def test_padding_boxes_stay_inside_the_real_image_area(case, seed):
+    (height, width), boxes = case
+    labels = torch.zeros(boxes.shape[0], dtype=torch.long)
+    padded = pad_instances(
+        boxes, labels, 30, CANVAS, torch.Generator().manual_seed(seed), image_size=(height, width)
+    )
+    pad = padded.boxes[padded.kind != REAL]
+    assert pad.shape[0] == 30 - boxes.shape[0]
+    assert (pad >= 0).all()
+    assert (pad[:, 0::2] <= width).all() and (pad[:, 1::2] <= height).all()
+    assert (pad[:, 2] >= pad[:, 0]).all() and (pad[:, 3] >= pad[:, 1]).all()
+
+
+def test_noise_boxes_are_centred_over_the_image_with_sizes_from_its_width_and_height():
+    # a wide, short image in the top-left of the canvas: noise boxes spread over its width only, and random
+    # boxes scale with w horizontally and h vertically (median half-size |N(0,1)|/4 ~ 0.17 of the side)
+    generator = torch.Generator().manual_seed(0)
+    padded = [
+        pad_instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 100, CANVAS, generator, (40.0, 600.0))
+        for _ in range(20)
+    ]
+    noise = torch.cat([p.boxes for p in padded])
+    centre = (noise[:, :2] + noise[:, 2:]) / 2
+    assert centre[:, 0].max() > 450 and centre[:, 1].max() <= 40
+    size = noise[:, 2:] - noise[:, :2]
+    assert 40 < size[:, 0].median() < 200 and size[:, 1].median() < 20
+    with pytest.raises(ValueError, match="image_size"):
+        pad_instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 4, CANVAS, None, (700.0, 10.0))
+
+
 def test_duplicate_count_is_uniform_over_free_slots():
     boxes, labels = torch.tensor([[10.0, 10.0, 50.0, 50.0]]), torch.tensor([0])
     generator = torch.Generator().manual_seed(0)

@@ -230,6 +230,21 @@ def test_instance_targets_any_batch_size_and_box_filling_mask_gives_all_ones(joi
     assert bool((other[:, :, 16:48, 12:28] == 1).all()) and bool((other[:, :, :, 56:] == 0).all())
 
 
+def test_noise_boxes_are_drawn_inside_each_images_real_area(joint_solver):
+    head = joint_solver.instance_head
+    batch = instance_batch(objects=(1, 0))
+    batch["boxes"][0] = torch.tensor([[1.0, 2.0, 9.0, 10.0]])
+    batch["image_size"] = torch.tensor([[12, 20], [16, 8]])  # (h, w) before the padding to the 32 canvas
+    for seed in range(10):
+        targets = head.build_targets(batch, torch.Generator().manual_seed(seed))
+        boxes = targets["input_ids"].view(2, 3, 21)[..., :4] - joint_solver.vocab.coord[0]  # 1 bin = 1 px
+        real = torch.zeros(2, 3, dtype=torch.bool)
+        real[0, 0] = True  # the one real object comes first
+        for image, (h, w) in enumerate([(12, 20), (16, 8)]):
+            pad = boxes[image][~real[image]]
+            assert (pad[:, 0::2] <= w).all() and (pad[:, 1::2] <= h).all()
+
+
 def test_crop_masks_of_a_mask_exactly_filling_its_box():
     masks = torch.zeros(1, 160, 160)
     masks[0, 10:138, 20:148] = 1  # a 128 x 128 box, exactly the mask

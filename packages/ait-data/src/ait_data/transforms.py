@@ -218,7 +218,8 @@ class InstanceTransform:
     canvas, pad. Images are normalised with the COCO mean/std (``normalize=True``), padding is 0 after that.
 
     Output: ``image`` float32 (3,canvas,canvas), ``boxes`` float32 (N,4) canvas pixels, ``labels`` int64 (N,),
-    ``masks`` uint8 (N,canvas,canvas), ``scale`` (resize factor), ``orig_size`` (H, W), ``image_id``, and
+    ``masks`` uint8 (N,canvas,canvas), ``scale`` (resize factor), ``orig_size`` (H, W), ``image_size`` (h, w)
+    (the resized, cropped image before the padding: the real image area), ``image_id``, and
     ``iscrowd`` (N,) when the input has it.
     The image is resized to whole pixels (round(H * scale), round(W * scale)) and boxes follow that resize
     exactly per axis, so ``boxes / scale`` recovers original pixels to within half a pixel.
@@ -277,6 +278,7 @@ class InstanceTransform:
             "labels": tv["labels"].long(),
             "scale": float(scale),
             "orig_size": (int(height), int(width)),
+            "image_size": (int(h), int(w)),  # the real image area, top-left of the canvas
             "image_id": sample.get("image_id", -1),
         }
         if "iscrowd" in tv:

@@ -5,7 +5,7 @@ Coordinates are quantised to ``vocab.num_bins`` bins of a square ``canvas``:
 ``bin = round(x / canvas · num_bins)`` clamped to ``[0, num_bins]``, back as ``bin · canvas / num_bins``.
 
 Boxes outside the canvas are **clipped** to ``[0, canvas]`` (both in ``pad_instances`` and by the
-clamp of the quantiser), the same as the original; a box with ``x2 < x1`` or ``y2 < y1`` or a
+clamp of the quantiser), the same as the original; padding boxes are clipped to the real image area; a box with ``x2 < x1`` or ``y2 < y1`` or a
 non-finite coordinate is an error.
 """
 
@@ -100,14 +100,18 @@ def pad_instances(
     max_objects: int,
     canvas: float,
     generator: torch.Generator | None = None,
+    image_size: tuple[float, float] | None = None,
 ) -> PaddedInstances:
     """Shuffle the real objects and pad them to ``max_objects`` with duplicates and noise boxes.
 
-    As Pix2Seq / the original: the number of duplicates is uniform in ``[0, free slots]`` (none without a
-    real object), the rest are "bad" boxes drawn from a pool of real boxes moved to a uniform random
-    centre and random boxes (uniform centre, half-size |trunc-normal|/4 of the canvas). Every box is
-    clipped to ``[0, canvas]``. More real objects than ``max_objects`` is a ``ValueError`` (drop some
-    first; the sequence has no room for them).
+    As Pix2Seq / the original (``insseg_head.py`` ``build_input_seq``): the number of duplicates is uniform in
+    ``[0, free slots]`` (none without a real object), the rest are "bad" boxes drawn from a pool of real
+    boxes moved to a random centre (same size) and random boxes (centre uniform, half-sizes
+    |trunc-normal|/4 of the image width and height separately). ``image_size`` (H, W) is the real image area
+    at the top-left of the canvas, before its zero padding (default: the whole canvas): bad-box centres are
+    uniform over it, and every padding box (duplicates too) is clipped to it. Real boxes are clipped to
+    ``[0, canvas]``. More real objects than ``max_objects`` is a ``ValueError`` (drop some first; the
+    sequence has no room for them).
     """
     boxes = torch.as_tensor(boxes, dtype=torch.float32).cpu()
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
@@ -119,7 +123,13 @@ def pad_instances(
         raise ValueError(
             f"{num_real} objects do not fit a sequence of max_objects={max_objects}; drop objects before padding"
         )
+    if image_size is None:
+        image_size = (canvas, canvas)
+    height, width = float(image_size[0]), float(image_size[1])
+    if not (0 < height <= canvas and 0 < width <= canvas):
+        raise ValueError(f"image_size (H, W) must lie in (0, canvas={canvas}], received {tuple(image_size)}")
     canvas_xyxy = torch.full((4,), float(canvas))
+    image_xyxy = torch.tensor([width, height, width, height])
     order = torch.randperm(num_real, generator=generator)
     real_boxes, real_labels = boxes[order].clamp(min=0).minimum(canvas_xyxy), labels[order]
 
@@ -135,20 +145,21 @@ def pad_instances(
     size = torch.stack([dup[:, 2] - dup[:, 0], dup[:, 3] - dup[:, 1]] * 2, dim=-1)
     dup = dup + size * _trunc_normal((num_dup, 4), generator) / 2 * JITTER_RANGE
 
-    # Bad boxes: shifted real boxes (same size, random centre) and random boxes, mixed and subsampled.
+    # Bad boxes: shifted real boxes (same size, centre uniform over the image) and random boxes (centre
+    # uniform over the image, half-sizes |trunc-normal|/4 of its width and height), mixed and subsampled.
     shifted = (
         boxes[torch.randint(0, max(num_real, 1), (num_bad,), generator=generator)] if num_real else boxes[:0]
     )
-    centre = torch.rand((shifted.shape[0], 2), generator=generator) * canvas
+    centre = torch.rand((shifted.shape[0], 2), generator=generator) * image_xyxy[:2]
     half = (shifted[:, 2:] - shifted[:, :2]) / 2
     shifted = torch.cat([centre - half, centre + half], dim=-1)
     centre = torch.rand((num_bad, 2), generator=generator)
     half = _trunc_normal((num_bad, 2), generator).abs() / 4
-    random_boxes = torch.cat([centre - half, centre + half], dim=-1) * canvas
+    random_boxes = torch.cat([centre - half, centre + half], dim=-1) * image_xyxy
     pool = torch.cat([random_boxes, shifted])
     bad = pool[torch.randperm(pool.shape[0], generator=generator)[:num_bad]]
 
-    pad_boxes = torch.cat([dup, bad]).clamp(min=0).minimum(canvas_xyxy)
+    pad_boxes = torch.cat([dup, bad]).clamp(min=0).minimum(image_xyxy)
     pad_kind = torch.cat([torch.full((num_dup,), DUPLICATE), torch.full((num_bad,), NOISE)])
     pad_source = torch.cat([dup_source, torch.full((num_bad,), -1)])
     pad_labels = torch.cat([labels[dup_source], torch.full((num_bad,), -1)])

@@ -112,6 +112,10 @@ class InstanceHead(nn.Module):
             generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         else:
             generators = [generator] * num_images
+        # the real image area of each image (before the canvas padding), where noise boxes are drawn
+        image_sizes = batch.get("image_size")
+        if image_sizes is not None:
+            image_sizes = torch.as_tensor(image_sizes).reshape(num_images, 2).tolist()
         padded_all, kept_all = [], []
         for index, (boxes, labels) in enumerate(zip(boxes_list, labels_list, strict=True)):
             generator = generators[index]
@@ -128,7 +132,14 @@ class InstanceHead(nn.Module):
             if boxes.shape[0] > self.max_objects:  # no room in the sequence: keep a random subset
                 kept = torch.randperm(boxes.shape[0], generator=generator)[: self.max_objects].sort().values
             padded_all.append(
-                pad_instances(boxes[kept], labels[kept], self.max_objects, self.canvas, generator)
+                pad_instances(
+                    boxes[kept],
+                    labels[kept],
+                    self.max_objects,
+                    self.canvas,
+                    generator,
+                    image_size=None if image_sizes is None else tuple(image_sizes[index]),
+                )
             )
             kept_all.append(kept)
 
