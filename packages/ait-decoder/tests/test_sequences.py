@@ -300,3 +300,35 @@ def test_generated_sequence_parses(tiny_decoder, tiny_vocab):
     parsed = parse_instances(out.ids[1], out.logits[1], tiny_vocab, canvas=64.0)
     assert parsed["boxes"].shape == (3, 4) and parsed["mask_codes"].shape == (3, 4)
     assert ((parsed["scores"] > 0) & (parsed["scores"] < 1)).all()
+
+
+def test_batched_parse_equals_per_sequence_parse_and_orders_corners(tiny_decoder, tiny_vocab):
+    from ait_decoder.testing import random_features
+
+    memory = tiny_decoder.encode(random_features(2))
+    out = tiny_decoder.generate(
+        memory,
+        "insseg",
+        27,
+        allowed=tiny_vocab.allowed_ranges("insseg", 27),
+        strategy="top_p",
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(3),
+    )
+    batched = parse_instances(out.ids, out.logits, tiny_vocab, canvas=64.0)
+    for b in range(2):
+        one = parse_instances(out.ids[b], out.logits[b], tiny_vocab, canvas=64.0)
+        for key, value in one.items():
+            torch.testing.assert_close(batched[key][b], value)
+    boxes = batched["boxes"]
+    assert (boxes[..., 2] >= boxes[..., 0]).all() and (boxes[..., 3] >= boxes[..., 1]).all()
+    # a swapped sample (x2 < x1) parses to the ordered box
+    vocab = VocabLayout(num_bins=10, num_classes=2, mask_codes=2, depth_codes=0, tokens_per_mask=1)
+    ids = torch.tensor([5, 2, 1, 10, vocab.classes[0], vocab.mask_codes[0]])
+    torch.testing.assert_close(
+        parse_instances(ids, None, vocab, canvas=100.0)["boxes"], torch.tensor([[10.0, 20.0, 50.0, 100.0]])
+    )
+    with pytest.raises(ValueError, match=r"sequence 1, position 4"):
+        bad = torch.stack([ids, ids])
+        bad[1, 4] = vocab.special_id
+        parse_instances(bad, None, vocab, canvas=100.0)

@@ -417,7 +417,8 @@ def test_more_objects_than_slots_keeps_a_random_subset(joint_solver):
     assert math.isfinite(out["loss"].item())
 
 
-def test_vectorised_parse_agrees_with_the_decoder_parser(joint_solver):
+def test_head_parse_is_the_decoder_parser_plus_rescaling_and_masks(joint_solver, monkeypatch):
+    import ait.model.instance_head as instance_head_module
     from ait_decoder.sequences import parse_instances
 
     solver = joint_solver.eval()
@@ -432,16 +433,21 @@ def test_vectorised_parse_agrees_with_the_decoder_parser(joint_solver):
             strategy="top_p",
             generator=torch.Generator().manual_seed(0),
         )
-    ours = solver.instance_head.parse(out.ids, out.logits, scale=1.0, orig_size=(SIZE, SIZE))
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return parse_instances(*args, **kwargs)
+
+    monkeypatch.setattr(instance_head_module, "parse_instances", spy)
+    ours = solver.instance_head.parse(out.ids, out.logits, scale=0.5, orig_size=(2 * SIZE, 2 * SIZE))
+    assert calls == [out.ids.shape]  # one call, for the whole batch: a single implementation
     for b in range(2):
         ref = parse_instances(out.ids[b], out.logits[b], solver.vocab, SIZE)
-        boxes = ref["boxes"]
-        ordered = torch.cat(
-            [torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], 1
-        )
-        torch.testing.assert_close(ours[b]["boxes"], ordered)
+        torch.testing.assert_close(ours[b]["boxes"], (ref["boxes"] / 0.5).clamp(0, 2 * SIZE))
         assert torch.equal(ours[b]["labels"], ref["labels"])
         torch.testing.assert_close(ours[b]["scores"], ref["scores"])
+        assert ours[b]["masks"].shape == (3, 2 * SIZE, 2 * SIZE)
 
 
 def test_paper_joint_config_builds_the_papers_vocabulary_and_sequences():

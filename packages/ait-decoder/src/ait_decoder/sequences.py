@@ -244,53 +244,70 @@ def parse_instances(
     canvas: float,
     task: str = "insseg",
 ) -> dict[str, torch.Tensor]:
-    """A predicted sequence ``(T,)`` (+ its logits ``(T, V)``) -> boxes, labels, scores, mask codes.
+    """Predicted sequences -> boxes, labels, scores, mask codes: the one parser of instance sequences (the
+    task-solver's ``InstanceHead.parse`` calls it, then rescales the boxes and decodes the masks).
 
-    ``boxes (M, 4)``: ``bin · canvas / num_bins`` in canvas pixels (divide by the resize scale for the
-    original image). ``labels (M,)``: class index. ``scores (M,)``: the probability of the predicted class
-    under a softmax over the class logits plus the noise logit (noise column dropped, not renormalised);
-    ones when ``logits`` is None. ``mask_codes (M, 16)`` (insseg only): mask codebook indices.
+    ``ids (T,)`` (one sequence) or ``(B, T)`` (a batch), with its ``logits (T, V)`` / ``(B, T, V)`` or None;
+    results carry the same leading batch dimension, on the ids' device. Per object (M = T / tokens per
+    object): ``boxes (M, 4)``: xyxy ``bin · canvas / num_bins`` in canvas pixels (divide by the resize scale
+    for the original image), corners ordered (``x1 <= x2``, ``y1 <= y2``: sampled corners may come out
+    swapped). ``labels (M,)``: class index. ``scores (M,)``: the probability of the predicted class under a
+    softmax over the class logits plus the noise logit (noise column dropped, not renormalised); ones when
+    ``logits`` is None. ``mask_codes (M, 16)`` (insseg only): mask codebook indices.
     An object whose class token is the noise id (a target sequence's padding, or an unrestricted
     prediction) gets label -1 and score 0. Every other position must hold an id of its range (what
     restricted decoding produces), else ``ValueError``.
     """
-    if ids.ndim != 1:
-        raise ValueError(f"parse_instances takes one sequence (T,), received shape {tuple(ids.shape)}")
-    length = ids.shape[0]
-    allowed = vocab.allowed_ranges(task, length)  # raises unless whole objects
-    vocab.check_ids(ids, "instance sequence ids")
-    ids = ids.long().cpu()
-    per_object = vocab.tokens_per_object(task)
-    class_position = torch.arange(length) % per_object == 4
-    outside = ((ids < allowed[:, 0]) | (ids >= allowed[:, 1])) & ~(class_position & (ids == vocab.noise_id))
-    if outside.any():
-        t = int(outside.nonzero()[0])
+    if ids.ndim not in (1, 2):
         raise ValueError(
-            f"position {t} of the {task} sequence must hold an id in [{int(allowed[t, 0])}, {int(allowed[t, 1])}), "
-            f"received {int(ids[t])}"
+            f"parse_instances takes one sequence (T,) or a batch (B, T), received shape {tuple(ids.shape)}"
         )
-    objects = ids.view(-1, per_object)
-    is_noise = objects[:, 4] == vocab.noise_id
+    single = ids.ndim == 1
+    batch_ids = ids[None] if single else ids
+    num_seq, length = batch_ids.shape
+    allowed = vocab.allowed_ranges(task, length).to(ids.device)  # raises unless whole objects
+    vocab.check_ids(batch_ids, "instance sequence ids")
+    batch_ids = batch_ids.long()
+    per_object = vocab.tokens_per_object(task)
+    class_position = torch.arange(length, device=ids.device) % per_object == 4
+    outside = ((batch_ids < allowed[:, 0]) | (batch_ids >= allowed[:, 1])) & ~(
+        class_position & (batch_ids == vocab.noise_id)
+    )
+    if outside.any():
+        b, t = (int(v) for v in outside.nonzero()[0])
+        where = f"position {t}" if single else f"sequence {b}, position {t}"
+        raise ValueError(
+            f"{where} of the {task} sequence must hold an id in [{int(allowed[t, 0])}, {int(allowed[t, 1])}), "
+            f"received {int(batch_ids[b, t])}"
+        )
+    objects = batch_ids.view(num_seq, -1, per_object)
+    is_noise = objects[..., 4] == vocab.noise_id
+    corners = dequantize_boxes(objects[..., :4] - vocab.coord[0], canvas, vocab.num_bins)
     result = {
-        "boxes": dequantize_boxes(objects[:, :4] - vocab.coord[0], canvas, vocab.num_bins),
-        "labels": torch.where(is_noise, -1, objects[:, 4] - vocab.classes[0]),
+        "boxes": torch.cat(
+            [torch.minimum(corners[..., :2], corners[..., 2:]), torch.maximum(corners[..., :2], corners[..., 2:])],
+            dim=-1,
+        ),
+        "labels": torch.where(is_noise, -1, objects[..., 4] - vocab.classes[0]),
     }
     if logits is None:
         result["scores"] = torch.where(is_noise, 0.0, 1.0)
     else:
-        if logits.shape != (length, vocab.size):
-            raise ValueError(f"logits must be ({length}, {vocab.size}), received {tuple(logits.shape)}")
-        class_logits = logits.detach().float().cpu().view(-1, per_object, vocab.size)[:, 4]
+        expected = (length, vocab.size) if single else (num_seq, length, vocab.size)
+        if tuple(logits.shape) != expected:
+            raise ValueError(f"logits must be {expected}, received {tuple(logits.shape)}")
+        # only the class positions' logits are read (and cast): a (B, M, V) slice, wherever logits live
+        class_logits = logits.detach().reshape(num_seq, -1, per_object, vocab.size)[:, :, 4].float()
         lo, hi = vocab.classes
         with_noise = torch.cat(
-            [class_logits[:, lo:hi], class_logits[:, vocab.noise_id : vocab.noise_id + 1]], dim=1
+            [class_logits[..., lo:hi], class_logits[..., vocab.noise_id : vocab.noise_id + 1]], dim=-1
         )
-        probs = torch.softmax(with_noise, dim=-1)[:, :-1]
-        scores = probs.gather(1, result["labels"].clamp(min=0)[:, None])[:, 0]
-        result["scores"] = torch.where(is_noise, 0.0, scores)
+        probs = torch.softmax(with_noise, dim=-1)[..., :-1]
+        scores = probs.gather(-1, result["labels"].clamp(min=0)[..., None].to(probs.device))[..., 0]
+        result["scores"] = torch.where(is_noise.to(scores.device), 0.0, scores).to(ids.device)
     if task == "insseg":
-        result["mask_codes"] = objects[:, 5:] - vocab.mask_codes[0]
-    return result
+        result["mask_codes"] = objects[..., 5:] - vocab.mask_codes[0]
+    return {key: value[0] for key, value in result.items()} if single else result
 
 
 # --- helpers -------------------------------------------------------------------------------------------

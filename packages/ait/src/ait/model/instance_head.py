@@ -19,7 +19,7 @@ from torchvision.ops import roi_align
 
 from ait.losses import mask_aux_loss, token_cross_entropy
 from ait_decoder import VocabLayout
-from ait_decoder.sequences import instances_to_sequence, pad_instances
+from ait_decoder.sequences import instances_to_sequence, pad_instances, parse_instances
 
 # Position roles inside one object's tokens: x1 y1 x2 y2 class m1..mn.
 BOX, CLASS, MASK = 0, 1, 2
@@ -237,46 +237,28 @@ class InstanceHead(nn.Module):
     def parse(self, ids: torch.Tensor, logits: torch.Tensor, scale=1.0, orig_size=None) -> list[dict]:
         """Decoded ids (B, L) + raw logits (B, L, V) -> per image {"boxes", "labels", "scores"[, "masks"]}.
 
-        Boxes are xyxy in original-image pixels (canvas bins * canvas / num_bins / scale, clipped to the
-        image); scores are the sampled class's probability under a softmax over the class logits and the
-        noise logit, the noise column dropped without renormalising. Masks are bool (N, H, W).
+        Boxes, labels and scores come from `ait_decoder.sequences.parse_instances` (the one parser: canvas
+        bins -> canvas pixels with ordered corners; the sampled class's probability under a softmax over the
+        class logits and the noise logit, the noise column dropped without renormalising); here they are
+        divided by the resize scale and clipped to the original image. Masks (insseg) are the soft mixture
+        (or the sampled codes without soft token) decoded and pasted into the boxes: bool (N, H, W).
         """
         num_images = ids.shape[0]
         scales = _per_image(scale, num_images, "scale")
         sizes = (
             _per_image(orig_size, num_images, "orig_size") if orig_size is not None else [None] * num_images
         )
-        objects = ids.view(num_images, self.max_objects, self.per_object)
-        obj_logits = logits.view(num_images, self.max_objects, self.per_object, -1).float()
-        coord_start = self.vocab.coord[0]
-        corners = (objects[..., :4] - coord_start).float() * (self.canvas / self.vocab.num_bins)
-        # Sampled corners may come out swapped (x2 < x1): order them so every box is a valid xyxy box.
-        boxes = torch.cat(
-            [
-                torch.minimum(corners[..., :2], corners[..., 2:]),
-                torch.maximum(corners[..., :2], corners[..., 2:]),
-            ],
-            -1,
-        )
-        class_start, class_stop = self.vocab.classes
-        labels = objects[..., 4] - class_start
-        class_logits = torch.cat(
-            [
-                obj_logits[..., 4, class_start:class_stop],
-                obj_logits[..., 4, self.vocab.noise_id : self.vocab.noise_id + 1],
-            ],
-            dim=-1,
-        )
-        probs = class_logits.softmax(-1)
-        scores = probs.gather(-1, labels.clamp(0, self.vocab.num_classes - 1)[..., None])[..., 0]
+        parsed = parse_instances(ids, logits, self.vocab, self.canvas, task=self.task)
+        boxes, labels, scores = parsed["boxes"], parsed["labels"], parsed["scores"]
 
         masks = None
         if self.task == "insseg":
             if self.soft_token:
+                obj_logits = logits.view(num_images, self.max_objects, self.per_object, -1).float()
                 code_logits = self.mask_code_logits(obj_logits.flatten(1, 2))
                 masks = self.tokenizer.decode_soft(code_logits.flatten(0, 1), self.tau, grid=self.mask_grid)
             else:
-                codes = (objects[..., 5:] - self.vocab.mask_codes[0]).clamp(0, self.vocab.num_mask_codes - 1)
+                codes = parsed["mask_codes"].clamp(0, self.vocab.num_mask_codes - 1)
                 masks = self.tokenizer.decode(codes.flatten(0, 1).view(-1, *self.mask_grid))
             masks = masks.view(num_images, self.max_objects, 1, *self.mask_size)
 
