@@ -20,6 +20,7 @@ refused with the shapes it holds. Reading never executes code from the file (see
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -299,7 +300,10 @@ def convert_original_vqvae(
             f"{source} holds an original VQ-VAE of preset {preset!r} (inferred from its shapes), "
             f"expected {expected_preset!r}"
         )
-    tokenizer = create_tokenizer(preset)
+    # Shapes only (meta tensors, e.g. a key-set check at paper size): build on the meta device too.
+    device = next(iter(state.values())).device if state else torch.device("cpu")
+    with torch.device("meta") if device.type == "meta" else contextlib.nullcontext():
+        tokenizer = create_tokenizer(preset)
     own = tokenizer.state_dict()
     report = ConversionReport(source=source, kind=f"original VQ-VAE -> {preset}")
     converted: dict[str, torch.Tensor] = {}
@@ -314,12 +318,12 @@ def convert_original_vqvae(
         else:
             converted[ours] = state[key]
             report.mapped.append((key, ours))
-    converted["quantizer.initialised"] = torch.tensor(True)
+    converted["quantizer.initialised"] = torch.tensor(True, device=device)
     report.filled.append(("quantizer.initialised", "true: the original's codebook needs no k-means stage"))
     report.missing = [key for key in own if key not in converted]
     if not report.ok:
         raise ValueError(f"{source} does not fit the {preset!r} tokenizer: {report.problems()}")
-    tokenizer.load_state_dict(converted, strict=True)
+    tokenizer.load_state_dict(converted, strict=True, assign=device.type == "meta")
     return tokenizer.eval(), report
 
 
