@@ -373,7 +373,9 @@ def logits_pair(solver, reference, cfg, task, images, seed=0):
     # The original builds its sine table in float32; computed in float64 here (as our neck does in a
     # float64 model) so that float32 rounding of a fixed table (~1e-8) does not hide a mapping error.
     table = reference.transformer.enc_embed
-    reference.transformer.enc_embed = sine_table(table.shape[1], table.shape[2], table.shape[3], torch.float64)
+    reference.transformer.enc_embed = sine_table(
+        table.shape[1], table.shape[2], table.shape[3], torch.float64
+    )
     length = solver.decoder.config.tasks[task]
     ids = torch.randint(
         0, solver.vocab.size, (images.shape[0], length), generator=torch.Generator().manual_seed(seed)
@@ -612,3 +614,32 @@ def test_bad_files_are_one_line_errors_and_nothing_runs(tmp_path, capsys):
     with pytest.raises(ValueError, match="refused to load"):
         load_solver(evil)
     assert not marker.exists()
+
+
+def test_the_original_vae_cfg_pretrained_alias_takes_an_original_vqvae_file(tmp_path):
+    torch.manual_seed(4)
+    vqvae = VQVAE(16, 128)
+    torch.save({"weights": vqvae.state_dict()}, tmp_path / "vqvae_insseg.pt")
+    cfg = create_config(
+        "cpu_insseg_tiny",
+        [
+            "model.mask_tokenizer.preset=mask-paper",
+            f"model.task_heads.insseg.vae_cfg.pretrained={tmp_path / 'vqvae_insseg.pt'}",
+        ],
+    )
+    solver = build(cfg)
+    assert solver.instance_head.tokenizer.preset == "mask-paper"
+    assert torch.equal(solver.instance_head.tokenizer.codebook, vqvae._vq_vae._embedding)
+    cfg = create_config(
+        "cpu_depth_tiny", [f"model.task_heads.depth.vae_cfg.pretrained={tmp_path / 'vqvae_insseg.pt'}"]
+    )
+    with pytest.raises(ValueError, match=r"vqvae_insseg\.pt holds an original VQ-VAE of preset 'mask-paper'"):
+        build(cfg)
+
+
+def test_a_file_whose_config_cannot_be_inferred_asks_for_one(tmp_path):
+    state = original_state_dict(make_reference(tiny_config(("depth",))))
+    state["backbone.patch_embed.proj.weight"] = torch.zeros(96, 3, 4, 4)  # no original config is this wide
+    path = save_mmcv(state, tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match=r"odd\.pth: no original config has tasks \['depth'\].*--config"):
+        load_solver(path)
