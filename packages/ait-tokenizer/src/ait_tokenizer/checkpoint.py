@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,35 @@ def fault_point(phase: str, step: int | None = None) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _RecordingWriter:
+    """File wrapper for torch.save: torch's zip writer turns a failed write (ENOSPC) into a RuntimeError
+    ("unexpected pos"); this keeps the OSError so the caller can report what really happened."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data):
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def torch_save_to(obj, handle) -> None:
+    """``torch.save(obj, handle)``; a failed write is raised as its OSError (errno kept), not a RuntimeError."""
+    writer = _RecordingWriter(handle)
+    try:
+        torch.save(obj, writer)
+    except RuntimeError as error:
+        if writer.error is not None:
+            raise writer.error from error
+        raise
 
 
 def check_finite(tensors: dict, source: str | os.PathLike) -> None:
@@ -73,6 +103,13 @@ def save_tokenizer(tokenizer: VQVAETokenizer, path: str | os.PathLike, extra: di
         save_file(tensors, temporary, metadata=metadata)
         fault_point("tokenizer-file:temp-written")
         os.replace(temporary, path)
+    except SafetensorError as error:  # e.g. "I/O error: No space left on device (os error 28)"
+        Path(temporary).unlink(missing_ok=True)
+        found = re.search(r"os error (\d+)", str(error))
+        if found:
+            code = int(found.group(1))
+            raise OSError(code, f"cannot write {path}: {os.strerror(code)}") from error
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

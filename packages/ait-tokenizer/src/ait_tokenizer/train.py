@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ait_tokenizer.checkpoint import check_finite, fault_point, load_tokenizer, save_tokenizer
+from ait_tokenizer.checkpoint import check_finite, fault_point, load_tokenizer, save_tokenizer, torch_save_to
 from ait_tokenizer.data import MaskCrops, NYUDepthMaps, SyntheticDepthMaps, stack_batch
 from ait_tokenizer.model import VQVAETokenizer
 from ait_tokenizer.quantizer import utilisation
@@ -417,7 +417,7 @@ def _save_state(out_dir: Path, tokenizer, optimizer, cfg, step: int, history: li
     temporary = out_dir / (STATE_FILE + ".tmp")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(state, handle)
+            torch_save_to(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         fault_point("tokenizer-save:state-temp-written", step)
@@ -446,6 +446,11 @@ def _write_error(path: Path, error: OSError) -> OSError:
 
 def _load_state(out_dir: Path, tokenizer, optimizer, cfg: TokenizerTrainConfig) -> tuple[int, list]:
     """Restore a run from ``train_state.pt`` (tensors and plain data only: nothing in it can execute)."""
+    return _apply_state(out_dir, _read_state(out_dir, tokenizer, cfg), tokenizer, optimizer)
+
+
+def _read_state(out_dir: Path, tokenizer, cfg: TokenizerTrainConfig) -> dict:
+    """``train_state.pt`` checked (readable, complete, this config, finite weights) but not applied yet."""
     path = out_dir / STATE_FILE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -487,8 +492,13 @@ def _load_state(out_dir: Path, tokenizer, optimizer, cfg: TokenizerTrainConfig) 
             )
         weights = load_tokenizer(last, expected_preset=tokenizer.preset).state_dict()
     check_finite(weights, path)
+    return {**state, "model": weights}
+
+
+def _apply_state(out_dir: Path, state: dict, tokenizer, optimizer) -> tuple[int, list]:
+    path = out_dir / STATE_FILE
     try:
-        tokenizer.load_state_dict(weights)
+        tokenizer.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as error:
         raise ValueError(f"cannot resume from {path}: it does not fit this tokenizer ({error})") from error
@@ -583,6 +593,10 @@ def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     tokenizer = create_tokenizer(cfg.tokenizer, **cfg.tokenizer_overrides).to(runtime.device).train()
     size = tokenizer_config(cfg.tokenizer, **cfg.tokenizer_overrides).input_size
+    # a state that cannot be resumed fails before the data is built (rendering maps takes a while)
+    saved_state = None
+    if cfg.resume and (out_dir / STATE_FILE).is_file():
+        saved_state = _read_state(out_dir, tokenizer, cfg)
     train_set, val_set = build_datasets(cfg, tokenizer.kind, size)
     if len(train_set) < cfg.batch_size * runtime.world_size:
         raise ValueError(
@@ -612,8 +626,8 @@ def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple
 
     step, history = 0, []
     last_good: Path | None = None
-    if cfg.resume and (out_dir / STATE_FILE).is_file():
-        step, history = _load_state(out_dir, tokenizer, optimizer, cfg)
+    if saved_state is not None:
+        step, history = _apply_state(out_dir, saved_state, tokenizer, optimizer)
         last_good = out_dir / STATE_FILE
         if runtime.main:
             _truncate_metrics(out_dir / METRICS_FILE, step)

@@ -135,6 +135,35 @@ def checkpoint_path(work_dir: str | os.PathLike, step: int) -> Path:
     return Path(work_dir) / "checkpoints" / f"iter_{step:07d}.pt"
 
 
+class _RecordingWriter:
+    """File wrapper for torch.save: torch's zip writer turns a failed write (ENOSPC) into a RuntimeError
+    ("unexpected pos"); this keeps the OSError so the caller can report what really happened."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data):
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def torch_save_to(obj, handle) -> None:
+    """``torch.save(obj, handle)``; a failed write is raised as its OSError (errno kept), not a RuntimeError."""
+    writer = _RecordingWriter(handle)
+    try:
+        torch.save(obj, writer)
+    except RuntimeError as error:
+        if writer.error is not None:
+            raise writer.error from error
+        raise
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike, step: int | None = None) -> Path:
     """torch.save to a temp file in the same directory, fsync, then os.replace: readers never see half a file.
 
@@ -146,7 +175,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, step: int | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            torch_save_to(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         fault_point("solver-save:temp-written", step)
