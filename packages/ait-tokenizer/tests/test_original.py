@@ -288,3 +288,12 @@ def test_files_that_are_neither(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"absent\.pt"):
         safe_torch_load(tmp_path / "absent.pt")
     assert extract_original_vqvae({"weights": {"encoder.0.weight": torch.zeros(1)}}) is None
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    state = dict(original_mask().state_dict())
+    state["decoder.0.weight"] = state["decoder.0.weight"].clone()
+    state["decoder.0.weight"][0, 0] = float("nan")
+    torch.save({"weights": state}, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"nan\.pt: non-finite weights .* decoder\.0\.weight"):
+        load_tokenizer(tmp_path / "nan.pt")

@@ -321,6 +321,18 @@ def convert_original_vqvae(
     converted["quantizer.initialised"] = torch.tensor(True, device=device)
     report.filled.append(("quantizer.initialised", "true: the original's codebook needs no k-means stage"))
     report.missing = [key for key in own if key not in converted]
+    non_finite = [
+        key
+        for key, tensor in state.items()
+        if tensor.is_floating_point()
+        and tensor.device.type != "meta"
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if non_finite:
+        raise ValueError(
+            f"{source}: non-finite weights (NaN or inf) in {', '.join(sorted(non_finite)[:4])}; the file is "
+            "corrupted or the model diverged: use another copy"
+        )
     if not report.ok:
         raise ValueError(f"{source} does not fit the {preset!r} tokenizer: {report.problems()}")
     tokenizer.load_state_dict(converted, strict=True, assign=device.type == "meta")

@@ -377,7 +377,9 @@ def convert_original_solver(
         if key in out:
             continue
         if key == "decoder.mask_embed" and not parallel:
-            report.filled.append((key, "AiT-P's input embedding, unused by this AiT config: initial value kept"))
+            report.filled.append(
+                (key, "AiT-P's input embedding, unused by this AiT config: initial value kept")
+            )
             out[key] = own[key]
             continue
         owner_task = next((t for t, o in _TOKENIZER_OWNER.items() if key.startswith(o)), None)
@@ -542,6 +544,9 @@ def convert_original(
             f"{in_path} is neither an original AiT VQ-VAE ({{'weights': ...}}) nor an original task-solver "
             f"checkpoint (mmcv 'state_dict' with 'transformer.*'); it holds {keys}"
         )
+    from ait.engine.checkpoint import check_finite_weights
+
+    check_finite_weights(dict(state), in_path)
     note = None
     if config is None:
         config, note = infer_original_config(state, str(in_path))
