@@ -16,6 +16,7 @@ class corruption) are seeded per sample, so they are the same in both runs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -273,8 +274,17 @@ def test_quick_demo_writes_the_table_figure_and_report(tmp_path):
     out = tmp_path / "demo"
     run = _run([sys.executable, "-m", "ait", "demo", "--quick", "--out", str(out)])
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "| Model | D1 | D2 | D3 | Abs Rel | RMSE | Log10 | Box AP | Mask AP |" in run.stdout
+    assert (
+        "| Model | D1 | D2 | D3 | Abs Rel | RMSE | Log10 | Box AP | Mask AP | Box AP50 | Mask AP50 |"
+        in run.stdout
+    )
     assert "| predict-the-mean |" in run.stdout
+    oracle_row = next(line for line in run.stdout.splitlines() if line.startswith("| tokenizer oracle |"))
+    cells = [c.strip() for c in oracle_row.strip("|").split("|")]
+    assert all(c != "-" for c in cells[1:7]) and cells[8] != "-"  # depth metrics and the mask AP
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["tokenizer_oracle"]["depth"]["rmse"] < 100
+    assert "Tokenizer oracle" in (out / "results.md").read_text()
     for phase in ("depth tokenizer", "mask tokenizer", "task-solver training", "evaluation + figure"):
         assert f"[demo] {phase}:" in run.stdout
     report = (out / "results.md").read_text()

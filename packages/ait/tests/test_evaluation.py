@@ -88,3 +88,16 @@ def test_results_table_in_the_original_format():
         and lines[3].endswith("| - | - |")
     )
     assert format_results_table(None, coco).splitlines()[2] == "| AiT | - | - | - | - | - | - | 43.3 | 34.2 |"
+
+
+def test_results_table_with_ap50_columns_and_an_oracle_row():
+    depth = {"d1": 0.934, "d2": 0.991, "d3": 0.998, "abs_rel": 0.087, "rmse": 0.305, "log10": 0.037}
+    coco = {"bbox": {"AP": 0.433, "AP50": 0.621}, "segm": {"AP": 0.342, "AP50": 0.559}}
+    oracle = ("tokenizer oracle", {**depth, "rmse": 0.1}, {"segm": {"AP": 0.9, "AP50": 0.99}})
+    lines = format_results_table(depth, coco, extra_rows=[oracle], ap50=True).splitlines()
+    assert lines[0].endswith("| Box AP | Mask AP | Box AP50 | Mask AP50 |")
+    assert lines[1].count("|") == lines[0].count("|")
+    assert lines[2].endswith("| 43.3 | 34.2 | 62.1 | 55.9 |")
+    assert lines[3].startswith("| tokenizer oracle |") and lines[3].endswith(
+        "| 0.100 | 0.037 | - | 90.0 | - | 99.0 |"
+    )

@@ -73,6 +73,7 @@ class DemoResult:
     depth: dict[str, float]
     coco: dict[str, Any]
     baseline: dict[str, float]
+    oracle: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     images_per_s: float = float("nan")
     report: Path | None = None
@@ -161,6 +162,29 @@ def _figure(cfg, solver, path: Path, count: int = 4) -> Path:
     return save_prediction_grid(path, depth_batch["image"], depth_batch["depth"], pred, instances=instances)
 
 
+def _oracle_sentence(oracle: dict[str, dict]) -> str:
+    depth, segm = oracle.get("depth", {}), oracle.get("insseg", {}).get("segm", {})
+    parts = []
+    if depth:
+        parts.append(
+            f"the depth tokenizer reconstructs the held-out ground truth to RMSE {depth.get('rmse', float('nan')):.3f} m "
+            f"on its valid pixels ({depth.get('rmse_complete', float('nan')):.3f} m against the complete depth, "
+            "holes included)"
+        )
+    if segm:
+        parts.append(
+            f"the mask tokenizer's reconstruction of the true instances scores mask AP "
+            f"{100 * segm.get('AP', float('nan')):.1f} (AP50 {100 * segm.get('AP50', float('nan')):.1f})"
+        )
+    if not parts:
+        return ""
+    return (
+        "Tokenizer oracle (what predicting the ground truth's own tokens would score): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
     rmse, base = result.depth.get("rmse", float("nan")), result.baseline.get("rmse", float("nan"))
     lines = [
@@ -179,6 +203,8 @@ def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
         f"({result.baseline.get('mean_depth', float('nan')):.2f} m) everywhere: "
         f"{(1 - rmse / base) * 100 if base == base and base > 0 else float('nan'):.0f} % lower.",
         "",
+        _oracle_sentence(result.oracle),
+        "",
         "![predictions](predictions.png)",
         "",
         "| phase | seconds |",
@@ -191,6 +217,32 @@ def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
         "Reproduce: `ait demo` (or `nox -s demo`).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _decoding_label(cfg) -> str:
+    """ "AiT-P" when depth decodes in one parallel pass, "AiT" otherwise (the original's naming)."""
+    decoding = getattr(cfg.model, "decoding", None)
+    if isinstance(decoding, dict) and "depth" in decoding:
+        return "AiT-P" if decoding["depth"] == "parallel" else "AiT"
+    return "AiT-P" if cfg.model.parallel else "AiT"
+
+
+def tokenizer_oracle(cfg, solver) -> dict[str, dict]:
+    """{"depth": depth metrics, "insseg": {"segm": ...}} of the solver's tokenizers on the eval split."""
+    from ait.data import build_eval_loader, coco_ground_truth
+    from ait.oracle import depth_tokenizer_oracle, mask_tokenizer_oracle
+
+    result: dict[str, dict] = {}
+    if solver.depth_head is not None:
+        result["depth"] = depth_tokenizer_oracle(
+            solver.depth_head.tokenizer, build_eval_loader(cfg, "depth"), cfg.eval
+        )
+    if solver.instance_head is not None and getattr(solver.instance_head, "tokenizer", None) is not None:
+        segm = mask_tokenizer_oracle(
+            solver.instance_head.tokenizer, build_eval_loader(cfg, "insseg"), coco_ground_truth(cfg)
+        )
+        result["insseg"] = {"segm": segm}
+    return result
 
 
 def run_demo(
@@ -228,9 +280,16 @@ def run_demo(
     from ait.data import build_eval_loader
 
     baseline = mean_depth_baseline(_mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval)
+    oracle = tokenizer_oracle(cfg, solver)
     depth, coco = metrics.get("depth", {}), metrics.get("insseg", {})
-    label = f"{'AiT-P' if cfg.model.parallel else 'AiT'} demo (joint)"
-    table = format_results_table(depth, coco, name=label, baseline=baseline)
+    table = format_results_table(
+        depth,
+        coco,
+        name=f"{_decoding_label(cfg)} demo (joint)",
+        baseline=baseline,
+        extra_rows=[("tokenizer oracle", oracle.get("depth"), oracle.get("insseg"))],
+        ap50=True,
+    )
     figure = _figure(cfg, solver, out / "predictions.png")
     t = _phase(timings, "evaluation + figure", t)
     timings["total"] = time.perf_counter() - start
@@ -241,6 +300,7 @@ def run_demo(
         depth=depth,
         coco=coco,
         baseline=baseline,
+        oracle=oracle,
         timings=timings,
         images_per_s=trained.images_per_s,
         figure=figure,
@@ -254,6 +314,7 @@ def run_demo(
                 "depth": depth,
                 "coco": coco,
                 "baseline": baseline,
+                "tokenizer_oracle": oracle,
                 "timings": timings,
                 "images_per_s": trained.images_per_s,
             },

@@ -263,24 +263,34 @@ def format_results_table(
     coco_metrics: dict | None,
     name: str = "AiT",
     baseline: dict | None = None,
+    extra_rows: Iterable[tuple[str, dict | None, dict | None]] = (),
+    ap50: bool = False,
 ) -> str:
     """Markdown table in the original README's format: D1 D2 D3 Abs Rel RMSE Log10 | Box AP Mask AP.
 
     Depth metrics with three decimals; AP in percent with one decimal ("-" where a task was not run).
-    `baseline`: depth metrics of the predict-the-mean baseline, added as a second row.
+    `baseline`: depth metrics of the predict-the-mean baseline, added as a row; `extra_rows`: more
+    (label, depth, coco) rows after it (e.g. the tokenizer oracle); `ap50`: add Box AP50 / Mask AP50 columns.
     """
     header = "| Model | D1 | D2 | D3 | Abs Rel | RMSE | Log10 | Box AP | Mask AP |"
     rule = "|---|---|---|---|---|---|---|---|---|"
+    if ap50:
+        header += " Box AP50 | Mask AP50 |"
+        rule += "---|---|"
 
     def row(label: str, depth: dict | None, coco: dict | None) -> str:
         depth = depth or {}
         coco = coco or {}
         cells = [_cell(depth.get(k), 3) for k in ("d1", "d2", "d3", "abs_rel", "rmse", "log10")]
-        cells.append(_cell(coco.get("bbox", {}).get("AP"), 1, 100.0))
-        cells.append(_cell(coco.get("segm", {}).get("AP"), 1, 100.0))
+        keys = ("AP", "AP50") if ap50 else ("AP",)
+        for key in keys:
+            cells.append(_cell(coco.get("bbox", {}).get(key), 1, 100.0))
+            cells.append(_cell(coco.get("segm", {}).get(key), 1, 100.0))
         return "| " + " | ".join([label, *cells]) + " |"
 
     lines = [header, rule, row(name, depth_metrics, coco_metrics)]
     if baseline is not None:
         lines.append(row("predict-the-mean", baseline, None))
+    for label, depth, coco in extra_rows:
+        lines.append(row(label, depth, coco))
     return "\n".join(lines)
