@@ -643,3 +643,18 @@ def test_a_file_whose_config_cannot_be_inferred_asks_for_one(tmp_path):
     path = save_mmcv(state, tmp_path / "odd.pth")
     with pytest.raises(ValueError, match=r"odd\.pth: no original config has tasks \['depth'\].*--config"):
         load_solver(path)
+
+
+def test_load_from_a_backbone_only_original_file_and_ours_are_told_apart(tmp_path):
+    reference = make_reference(tiny_config(("det",)))
+    backbone_only = {k: v for k, v in original_state_dict(reference).items() if k.startswith("backbone.")}
+    path = save_mmcv(backbone_only, tmp_path / "wodec.pth")
+    model = build(tiny_config(("depth",)), seed=6)
+    load_initial_weights(model, str(path), lambda message: None)
+    assert torch.equal(model.state_dict()["backbone.norm.weight"], reference.backbone.norm.weight)
+    # a bare state dict of ours (timm names, our decoder) is not mistaken for the original's
+    ours = build(tiny_config(("depth",)), seed=7)
+    torch.save(ours.state_dict(), tmp_path / "ours_bare.pt")
+    load_initial_weights(model, str(tmp_path / "ours_bare.pt"), lambda message: None)
+    for key, tensor in ours.state_dict().items():
+        assert torch.equal(model.state_dict()[key], tensor), key

@@ -85,6 +85,8 @@ _RENAMED_MODULES = {
 _BLOCK = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)$")
 _ATTN = re.compile(r"^(attn|crossattn)\.(wq|wk|wv|proj)\.(weight|bias)$")
 _PLAIN = re.compile(r"^(norm[123]|mlp\.fc[12])\.(weight|bias)$")
+# The original SwinV2's own names: merging at the end of stage 0, `rpe_mlp`, `norm3` (ours: timm's).
+_ORIGINAL_BACKBONE = re.compile(r"^backbone\.(layers\.0\.downsample\.|norm3\.|.*\.rpe_mlp\.)")
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -109,7 +111,11 @@ def extract_original_solver(content: Any) -> dict[str, torch.Tensor] | None:
         key.startswith("transformer.") or re.match(r"^(det|insseg|depth)_head\.transformer\.", key)
         for key in tensors
     )
-    return tensors if has_transformer else None
+    # A file reduced to the backbone (e.g. a "w/o decoder" export) still speaks the original's layout.
+    original_backbone = not any(key.startswith("decoder.") for key in tensors) and any(
+        _ORIGINAL_BACKBONE.match(key) for key in tensors
+    )
+    return tensors if has_transformer or original_backbone else None
 
 
 def read_original_solver(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
@@ -119,6 +125,12 @@ def read_original_solver(path: str | os.PathLike) -> dict[str, torch.Tensor] | N
     path = Path(path)
     if not path.is_file() or is_safetensors_file(path):
         return None
+    try:  # memory-mapped: telling our own (large) checkpoints apart costs no full read
+        return extract_original_solver(
+            torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        )
+    except Exception:  # legacy or allow-listed files: the safe reader below decides
+        pass
     try:
         content = safe_torch_load(path, what="checkpoint")
     except ValueError as error:
