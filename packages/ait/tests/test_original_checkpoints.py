@@ -658,3 +658,13 @@ def test_load_from_a_backbone_only_original_file_and_ours_are_told_apart(tmp_pat
     load_initial_weights(model, str(tmp_path / "ours_bare.pt"), lambda message: None)
     for key, tensor in ours.state_dict().items():
         assert torch.equal(model.state_dict()[key], tensor), key
+
+
+def test_ait_eval_takes_an_original_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = ["model.depth_tokenizer.preset=depth-paper", "data.synthetic_val_length=2", "data.eval_batch=2"]
+    cfg = create_config("cpu_depth_tiny", options)
+    path = save_mmcv(original_state_dict(make_reference(cfg)), tmp_path / "original_depth.pth")
+    argv = ["eval", "cpu_depth_tiny", "--checkpoint", str(path), "--device", "cpu", "--out", "m.json"]
+    assert main([*argv, "--cfg-options", *options]) == 0, capsys.readouterr().err
+    assert "rmse" in (tmp_path / "m.json").read_text()
