@@ -154,3 +154,36 @@ def test_resuming_a_folder_of_another_config_is_an_error(tmp_path):
     train_tokenizer(dataclasses.replace(cfg, seed=1, resume=False), tmp_path)
     steps = [json.loads(line).get("step") for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert steps[:2] == [1, 2] and steps.count(1) == 1
+
+
+def test_inputs_of_the_wrong_type_are_value_errors():
+    import numpy as np
+
+    tokenizer = create_tokenizer("depth-small")
+    with pytest.raises(ValueError, match=r"x must be a torch\.Tensor"):
+        tokenizer.encode(np.zeros((1, 1, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="floating-point"):
+        tokenizer(torch.zeros(1, 1, 64, 64, dtype=torch.int64))
+
+
+def test_a_checkpoint_with_malformed_metadata_is_a_value_error(tmp_path):
+    path = save_tokenizer(create_tokenizer("depth-small"), tmp_path / "t.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    save_file(tensors, str(tmp_path / "noconfig.safetensors"), metadata={**metadata, "config": "{oops"})
+    with pytest.raises(ValueError, match=r"noconfig\.safetensors: malformed tokenizer metadata"):
+        load_tokenizer(tmp_path / "noconfig.safetensors")
+    del tensors[next(iter(tensors))]
+    save_file(tensors, str(tmp_path / "missing.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match=r"missing\.safetensors: the weights do not fit"):
+        load_tokenizer(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--out", str(tmp_path), "--device", "cuda", "--no-progress"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ait: error:") and "CUDA is not available" in err[0]

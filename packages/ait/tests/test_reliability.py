@@ -194,7 +194,7 @@ def test_device_cuda_without_a_gpu_is_one_line(argv, tmp_path, monkeypatch, caps
     from PIL import Image
 
     monkeypatch.chdir(tmp_path)
-    Image.new("RGB", (8, 8)).save(tmp_path / "room.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "room.png")
     argv = [str(tmp_path / "room.png") if a == "IMAGE" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -220,3 +220,31 @@ def test_eval_json_has_no_nan():
 
     text = json.dumps(_json_safe({"segm": {"AP": float("nan")}, "d1": 0.5}), allow_nan=False)
     assert json.loads(text) == {"segm": {"AP": None}, "d1": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("size", "mode", "message"),
+    [((1, 1), "RGB", "at least 16 pixels"), ((12, 40), "RGB", "at least 16 pixels"),
+     ((9000, 8000), "L", "at most 64 megapixels")],
+)  # fmt: skip
+def test_predict_refuses_images_too_small_or_too_large_before_loading(tmp_path, capsys, size, mode, message):
+    from PIL import Image
+
+    image = tmp_path / "room.png"
+    Image.new(mode, size).save(image)
+    # the checkpoint does not exist: the image is checked first, so the error names the image
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), str(image)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "room.png" in err[0] and message in err[0]
+
+
+def test_a_checkpoint_with_missing_parts_is_a_value_error(tmp_path):
+    path = tmp_path / "iter_0000001.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "step": 1}, path)
+    with pytest.raises(
+        ValueError, match=r"iter_0000001\.pt is incomplete: missing or malformed \['config', 'model'\]"
+    ):
+        load_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*iter_0000001\.pt"):
+        load_checkpoint(path)

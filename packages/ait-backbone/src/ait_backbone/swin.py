@@ -190,6 +190,10 @@ class SwinV2Backbone(nn.Module):
     # --- forward ------------------------------------------------------------------------------------------
 
     def _check_input(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a floating-point tensor, got dtype {images.dtype}")
         if images.ndim != 4 or images.shape[1] != self.preset.in_chans:
             raise ValueError(
                 f"expected images of shape (B, {self.preset.in_chans}, H, W), got {tuple(images.shape)}"

@@ -60,12 +60,18 @@ def build_maskcoco(
     masks, image_ids, ann_ids, category_ids, boxes = [], [], [], [], []
     skipped = 0
     for ann in tqdm(anns, desc="maskcoco", unit="mask", disable=not progress):
-        info = coco.imgs[ann["image_id"]]
-        box = rounded_box(ann["bbox"], info["height"], info["width"])
-        if box[2] - box[0] < min_box or box[3] - box[1] < min_box:
-            skipped += 1
-            continue
-        full = coco.annToMask(ann)
+        try:
+            info = coco.imgs[ann["image_id"]]
+            box = rounded_box(ann["bbox"], info["height"], info["width"])
+            if box[2] - box[0] < min_box or box[3] - box[1] < min_box:
+                skipped += 1
+                continue
+            full = coco.annToMask(ann)
+        except (KeyError, TypeError, IndexError) as error:
+            raise ValueError(
+                f"{ann_file}: annotation {ann.get('id')!r} is malformed (missing or bad {error}); "
+                "every annotation needs image_id, bbox and segmentation, every image height and width"
+            ) from error
         masks.append(np.packbits(crop_and_resize(full, box, size), axis=-1))
         image_ids.append(ann["image_id"])
         ann_ids.append(ann["id"])

@@ -189,6 +189,8 @@ class VQVAETokenizer(nn.Module):
 
     # ----------------------------------------------------------------- value scaling and checks
     def _check_maps(self, x: torch.Tensor, name: str = "x") -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor (B, 1, H, W), got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 1:
             raise ValueError(f"{name} must be (B, 1, H, W), got shape {tuple(x.shape)}")
         self.token_grid(x.shape[2], x.shape[3])

@@ -59,6 +59,10 @@ def load_solver(
     return solver.to(device).eval(), run_cfg
 
 
+MIN_IMAGE_SIDE = 16  # pixels: smaller images carry no usable content at the model's resolution
+MAX_IMAGE_PIXELS = 64 * 2**20  # 64 megapixels: beyond that the resize alone needs gigabytes
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """uint8 (H, W, 3) RGB; FileNotFoundError / ValueError name the file."""
     from PIL import Image, UnidentifiedImageError
@@ -68,8 +72,14 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: a huge image is refused before it is decoded
+            if min(width, height) < MIN_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"image {path} is {width}x{height} pixels; ait predict takes images of at least "
+                    f"{MIN_IMAGE_SIDE} pixels a side and at most {MAX_IMAGE_PIXELS // 2**20} megapixels: resize it"
+                )
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from error
 
 
