@@ -248,3 +248,12 @@ def test_a_checkpoint_with_missing_parts_is_a_value_error(tmp_path):
     path.write_bytes(path.read_bytes()[:40])  # truncated
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*iter_0000001\.pt"):
         load_checkpoint(path)
+
+
+def test_an_empty_depth_split_is_an_error_not_nan(nan_checkpoint):
+    from ait.config.schema import EvalConfig
+    from ait.evaluation import evaluate_depth
+
+    _, _, model, _ = nan_checkpoint
+    with pytest.raises(ValueError, match="evaluation split is empty"):
+        evaluate_depth(model, [], EvalConfig())
