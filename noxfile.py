@@ -8,6 +8,7 @@
     nox -s bench         the benchmark suite (writes benchmarks/results/)
     nox -s bench_check   the regression check against benchmarks/baseline.json
     nox -s ablations     the paper's ablations at small scale
+    nox -s faults        the fault suite alone (also part of `tests`; see docs/RELIABILITY.md)
 
 Our own packages are always installed from their local paths, never resolved from an index
 (PyPI holds an unrelated `ait`).  torch/torchvision are pinned by constraints.txt.
@@ -127,6 +128,13 @@ def _make_package_session(short: str, name: str) -> None:
 
 for _short, _name in SHORT.items():
     _make_package_session(_short, _name)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault suite alone: kill -9 during saves, crafted pickles, NaN weights, full disk, SIGTERM."""
+    _install(session, list(PACKAGES))
+    _pytest(session, "integration_tests/test_faults.py")
 
 
 @nox.session
