@@ -154,6 +154,16 @@ def test_noise_boxes_are_centred_over_the_image_with_sizes_from_its_width_and_he
         pad_instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 4, CANVAS, None, (700.0, 10.0))
 
 
+def test_duplicate_sources_are_drawn_without_replacement_from_the_tiled_objects():
+    # the original: box_tiled = box.repeat(free // n + 1); duplicates take distinct rows of it
+    boxes, labels = torch.tensor([[10.0, 10.0, 50.0, 50.0], [100.0, 100.0, 200.0, 150.0]]), torch.tensor([0, 1])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        padded = pad_instances(boxes, labels, 10, CANVAS, generator)  # 8 free slots: each object tiled 5 times
+        sources = padded.source[padded.kind == DUPLICATE]
+        assert torch.bincount(sources, minlength=2).max() <= 5
+
+
 def test_duplicate_count_is_uniform_over_free_slots():
     boxes, labels = torch.tensor([[10.0, 10.0, 50.0, 50.0]]), torch.tensor([0])
     generator = torch.Generator().manual_seed(0)

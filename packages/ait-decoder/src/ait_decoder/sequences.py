@@ -105,8 +105,9 @@ def pad_instances(
     """Shuffle the real objects and pad them to ``max_objects`` with duplicates and noise boxes.
 
     As Pix2Seq / the original (``insseg_head.py`` ``build_input_seq``): the number of duplicates is uniform in
-    ``[0, free slots]`` (none without a real object), the rest are "bad" boxes drawn from a pool of real
-    boxes moved to a random centre (same size) and random boxes (centre uniform, half-sizes
+    ``[0, free slots]`` (none without a real object); duplicates and shifted boxes take their source
+    without replacement from the real objects tiled ``free // num_real + 1`` times; the rest are "bad" boxes
+    drawn from a pool of real boxes moved to a random centre (same size) and random boxes (centre uniform, half-sizes
     |trunc-normal|/4 of the image width and height separately). ``image_size`` (H, W) is the real image area
     at the top-left of the canvas, before its zero padding (default: the whole canvas): bad-box centres are
     uniform over it, and every padding box (duplicates too) is clipped to it. Real boxes are clipped to
@@ -137,19 +138,19 @@ def pad_instances(
     num_dup = 0 if num_real == 0 else int(torch.randint(0, free + 1, (1,), generator=generator))
     num_bad = free - num_dup
 
-    # Duplicates: jittered copies of randomly chosen real objects.
-    dup_source = (
-        order[torch.randint(0, max(num_real, 1), (num_dup,), generator=generator)] if num_dup else order[:0]
-    )
+    # Sources are drawn as the original does: without replacement from the real objects tiled
+    # free // num_real + 1 times (so every object is used about equally often).
+    tiled = order.repeat(free // num_real + 1) if num_real else order[:0]
+
+    # Duplicates: jittered copies of real objects.
+    dup_source = tiled[torch.randperm(tiled.shape[0], generator=generator)[:num_dup]]
     dup = boxes[dup_source]
     size = torch.stack([dup[:, 2] - dup[:, 0], dup[:, 3] - dup[:, 1]] * 2, dim=-1)
     dup = dup + size * _trunc_normal((num_dup, 4), generator) / 2 * JITTER_RANGE
 
     # Bad boxes: shifted real boxes (same size, centre uniform over the image) and random boxes (centre
     # uniform over the image, half-sizes |trunc-normal|/4 of its width and height), mixed and subsampled.
-    shifted = (
-        boxes[torch.randint(0, max(num_real, 1), (num_bad,), generator=generator)] if num_real else boxes[:0]
-    )
+    shifted = boxes[tiled[torch.randperm(tiled.shape[0], generator=generator)[:num_bad]]]
     centre = torch.rand((shifted.shape[0], 2), generator=generator) * image_xyxy[:2]
     half = (shifted[:, 2:] - shifted[:, :2]) / 2
     shifted = torch.cat([centre - half, centre + half], dim=-1)
