@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,3 +62,12 @@ def test_greedy_and_soft_embedding():
     torch.testing.assert_close(mixed, torch.softmax(logits.double(), -1))
     sharp = soft_embedding(logits.double(), rows, tau=100.0)
     assert sharp[0].argmax() == 1 and sharp[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("top_p", [0.0, -0.5, 1.5, float("nan")])
+def test_nucleus_mass_out_of_range_is_a_value_error(top_p):
+    probs = torch.full((2, 4), 0.25)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        top_p_filter(probs, top_p)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        top_p_sample(probs.log(), top_p)

@@ -17,6 +17,8 @@ def top_p_filter(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch
     token is always kept and the first token that crosses ``top_p`` is kept too (the original shifts
     its ``cumulative > top_p`` mask right by one; this is the same rule). Vectorised over rows.
     """
+    if not 0.0 < top_p <= 1.0:  # also refuses NaN
+        raise ValueError(f"top_p must be in (0, 1], received {top_p}")
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     return sorted_probs.masked_fill(mass_before > top_p, 0.0), order
