@@ -72,8 +72,8 @@ def _run(command: dict) -> int:
             sys.stdout.flush()
             os._exit(code)
     if command.get("signal_after"):
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        deadline, sent = time.monotonic() + 300, False
+        while not sent and time.monotonic() < deadline:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return _status(status)
@@ -81,10 +81,12 @@ def _run(command: dict) -> int:
                 with open(command["log"], encoding="utf-8") as handle:
                     if command["signal_after"] in handle.read():
                         os.kill(pid, command["signal"])
-                        break
+                        sent = True
             except FileNotFoundError:
                 pass
             time.sleep(0.05)
+        if not sent:  # the text never came: do not wait for a run meant to be interrupted
+            os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return _status(status)
 

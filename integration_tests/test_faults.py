@@ -55,7 +55,7 @@ class Server:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "AIT_KILL_AT")
+            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "AIT_KILL_AT", "AIT_DEBUG")
         }
         env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
         self.process = subprocess.Popen(
@@ -83,6 +83,11 @@ class Server:
 
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+@pytest.fixture(autouse=True)
+def _one_line_errors(monkeypatch):
+    monkeypatch.delenv("AIT_DEBUG", raising=False)  # the tests check the one-line form
 
 
 @pytest.fixture(scope="module")
@@ -453,11 +458,15 @@ def small_disk(tmp_path):
         point.mkdir()
         if os.environ.get("AIT_FAULTS_NO_MOUNT"):  # force the ENOSPC-raising write (as where mount is denied)
             return None
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-            capture_output=True,
-            check=False,
-        )
+        try:
+            result = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):  # no mount command
+            return None
         if result.returncode != 0:
             return None
         mounted.append(point)
