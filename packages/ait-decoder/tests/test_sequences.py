@@ -142,7 +142,9 @@ def test_noise_boxes_are_centred_over_the_image_with_sizes_from_its_width_and_he
     # boxes scale with w horizontally and h vertically (median half-size |N(0,1)|/4 ~ 0.17 of the side)
     generator = torch.Generator().manual_seed(0)
     padded = [
-        pad_instances(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 100, CANVAS, generator, (40.0, 600.0))
+        pad_instances(
+            torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 100, CANVAS, generator, (40.0, 600.0)
+        )
         for _ in range(20)
     ]
     noise = torch.cat([p.boxes for p in padded])
@@ -156,10 +158,15 @@ def test_noise_boxes_are_centred_over_the_image_with_sizes_from_its_width_and_he
 
 def test_duplicate_sources_are_drawn_without_replacement_from_the_tiled_objects():
     # the original: box_tiled = box.repeat(free // n + 1); duplicates take distinct rows of it
-    boxes, labels = torch.tensor([[10.0, 10.0, 50.0, 50.0], [100.0, 100.0, 200.0, 150.0]]), torch.tensor([0, 1])
+    boxes, labels = (
+        torch.tensor([[10.0, 10.0, 50.0, 50.0], [100.0, 100.0, 200.0, 150.0]]),
+        torch.tensor([0, 1]),
+    )
     generator = torch.Generator().manual_seed(0)
     for _ in range(200):
-        padded = pad_instances(boxes, labels, 10, CANVAS, generator)  # 8 free slots: each object tiled 5 times
+        padded = pad_instances(
+            boxes, labels, 10, CANVAS, generator
+        )  # 8 free slots: each object tiled 5 times
         sources = padded.source[padded.kind == DUPLICATE]
         assert torch.bincount(sources, minlength=2).max() <= 5
 

@@ -37,21 +37,25 @@ def test_token_normaliser_is_the_mean_count_over_ranks(tmp_path):
 
 def _depth_loss_worker(rank: int, world: int, tmp: str, batch_sizes: tuple[int, int]) -> None:
     import math
-    import warnings
-
     import sys
+    import warnings
 
     import numpy as np
     import torch.distributed as dist
 
     sys.path.insert(0, str(Path(__file__).parent))  # the tests' helpers (pytest imports them by path)
+    from datetime import timedelta
+
     from test_losses import silog_reference
     from test_model import depth_batch, tiny_config
 
     from ait.config.schema import LossConfig
     from ait.model import build_task_solver
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world)
+    # a short collective timeout: collectives that pair up wrongly fail the test instead of hanging it
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
     try:
         torch.manual_seed(0)  # the same weights on both ranks
         with warnings.catch_warnings():

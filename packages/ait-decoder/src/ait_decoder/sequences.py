@@ -286,7 +286,10 @@ def parse_instances(
     corners = dequantize_boxes(objects[..., :4] - vocab.coord[0], canvas, vocab.num_bins)
     result = {
         "boxes": torch.cat(
-            [torch.minimum(corners[..., :2], corners[..., 2:]), torch.maximum(corners[..., :2], corners[..., 2:])],
+            [
+                torch.minimum(corners[..., :2], corners[..., 2:]),
+                torch.maximum(corners[..., :2], corners[..., 2:]),
+            ],
             dim=-1,
         ),
         "labels": torch.where(is_noise, -1, objects[..., 4] - vocab.classes[0]),
