@@ -384,7 +384,8 @@ def convert_original_solver(
                 put(owner + key, tensor, prefix + origin)
 
     # ---- ours that the file did not fill
-    parallel = getattr(getattr(getattr(model, "cfg", None), "model", None), "parallel", True)
+    model_cfg = getattr(getattr(model, "cfg", None), "model", None)
+    parallel = model_cfg is None or any(model_cfg.decoding_mode(t) == "parallel" for t in model_cfg.tasks)
     for key in own:
         if key in out:
             continue

@@ -43,6 +43,10 @@ class ModelConfig:
     # tasks and decoding
     tasks: tuple[str, ...] = ("depth",)  # subset of "depth", "insseg", "det"
     parallel: bool = False  # AiT-P: one masked forward pass instead of autoregressive decoding
+    # per-task decoding, overriding `parallel` for the tasks it names: {"depth": "parallel", "insseg":
+    # "autoregressive"} trains and decodes depth as AiT-P and instances as AiT in one joint solver.
+    # Modes: "parallel" | "autoregressive"; keys: tasks of model.tasks. See `decoding_mode`.
+    decoding: dict[str, str] = field(default_factory=dict)
     soft_token: bool = True  # soft-token auxiliary loss + soft decoding; False = the w/o-soft ablation
     soft_input: bool = True  # soft next-token input at inference (AiT, not AiT-P)
     tau_depth: float = 0.8
@@ -62,6 +66,14 @@ class ModelConfig:
     depth_image_size: tuple[int, int] | None = None
     depth_tokenizer: TokenizerRef | None = None
     mask_tokenizer: TokenizerRef | None = None
+
+    def decoding_mode(self, task: str) -> str:
+        """How `task` is trained and decoded: "parallel" (AiT-P) or "autoregressive" (AiT).
+
+        `decoding[task]` where the config names the task, else `parallel` (the original's configs: AiT-P
+        depth-only configs are parallel, every other one autoregressive).
+        """
+        return self.decoding.get(task, "parallel" if self.parallel else "autoregressive")
 
 
 @dataclass

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 TASKS = ("depth", "insseg", "det")
 DATASETS = ("synthetic", "nyu", "coco", "joint")
 SCHEDULES = ("step", "linear", "constant")
+DECODING_MODES = ("autoregressive", "parallel")  # model.decoding values: AiT / AiT-P
 # which tasks each dataset kind can feed
 DATASET_TASKS = {
     "synthetic": {"depth", "insseg", "det"},
@@ -97,6 +98,9 @@ def validate_config(cfg: Config) -> None:
     _check(0 <= m.drop_path < 1, "model.drop_path", "in [0, 1)", m.drop_path)
     _check(0 <= m.backbone_drop_path < 1, "model.backbone_drop_path", "in [0, 1)", m.backbone_drop_path)
     _check(m.max_objects >= 1, "model.max_objects", ">= 1", m.max_objects)
+    for task, mode in m.decoding.items():
+        _check(task in m.tasks, "model.decoding", f"keys among model.tasks {tuple(m.tasks)}", task)
+        _check(mode in DECODING_MODES, f"model.decoding[{task!r}]", f"one of {DECODING_MODES}", mode)
 
     # optimiser and schedule
     _check(o.lr > 0, "optim.lr", "> 0", o.lr)

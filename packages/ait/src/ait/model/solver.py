@@ -21,6 +21,7 @@ from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout
 from ait_tokenizer import create_tokenizer, load_tokenizer
 
 TASKS = ("depth", "insseg", "det")
+DECODING_MODES = ("autoregressive", "parallel")  # model.decoding values (AiT / AiT-P)
 # float parts a training step reports per task (the same keys on every rank, 0 where a task is absent)
 _PART_KEYS = {
     "depth": ("depth_ce", "depth_silog", "depth_loss", "depth_tokens"),
@@ -82,11 +83,16 @@ class TaskSolver(nn.Module):
             return self.decoder.encode(features.float())
 
     def teacher_forced_logits(self, memory, input_ids: torch.Tensor | None, task: str, length: int):
-        """(B, T, V) training logits: teacher forcing (AiT) or the one masked pass (AiT-P), in fp32."""
+        """(B, T, V) training logits: teacher forcing (AiT) or the one masked pass (AiT-P, the task's
+        `model.decoding_mode`), in fp32."""
         with torch.autocast(memory.tokens.device.type, enabled=False):
-            if self.cfg.model.parallel:
+            if self.is_parallel(task):
                 return self.decoder(memory, None, task, parallel=True, length=length)
             return self.decoder(memory, input_ids, task)
+
+    def is_parallel(self, task: str) -> bool:
+        """Whether `task` trains and decodes as AiT-P (one masked pass): `cfg.model.decoding_mode(task)`."""
+        return self.cfg.model.decoding_mode(task) == "parallel"
 
     # ----------------------------------------------------------------------------------------- training
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
@@ -177,7 +183,8 @@ class TaskSolver(nn.Module):
         padded, _ = head.pad(images)
         memory = self.encode_images(padded)
         model = self.cfg.model
-        soft_input = model.soft_input and model.soft_token and not model.parallel
+        parallel = self.is_parallel("depth")
+        soft_input = model.soft_input and model.soft_token and not parallel
         out = self.decoder.generate(
             memory,
             "depth",
@@ -187,8 +194,8 @@ class TaskSolver(nn.Module):
             soft_positions=torch.ones(head.length, dtype=torch.bool, device=images.device)
             if soft_input
             else None,
-            parallel=model.parallel,
-            weights="fp32" if model.parallel else model.decode_weights,
+            parallel=parallel,
+            weights="fp32" if parallel else model.decode_weights,
             logit_span=self.vocab.depth_codes,  # the head reads depth-code logits only
         )
         return head.decode(out.ids, out.logits)[..., :height, :width]
@@ -213,7 +220,8 @@ class TaskSolver(nn.Module):
             raise ValueError(f"expected images (B, 3, H, W), received {tuple(images.shape)}")
         memory = self.encode_images(images)
         model = self.cfg.model
-        soft_input = task == "insseg" and model.soft_input and model.soft_token and not model.parallel
+        parallel = self.is_parallel(task)
+        soft_input = task == "insseg" and model.soft_input and model.soft_token and not parallel
         out = self.decoder.generate(
             memory,
             task,
@@ -223,8 +231,8 @@ class TaskSolver(nn.Module):
             top_p=model.top_p,
             soft_positions=head.soft_positions().to(images.device) if soft_input else None,
             generator=generator,
-            parallel=model.parallel,
-            weights="fp32" if model.parallel else model.decode_weights,
+            parallel=parallel,
+            weights="fp32" if parallel else model.decode_weights,
         )
         return head.parse(out.ids, out.logits, scale=scale, orig_size=orig_size)
 
@@ -277,6 +285,12 @@ def build_task_solver(cfg: Config) -> TaskSolver:
         raise ValueError(
             f"model.tasks must be a non-empty subset of {TASKS} without both 'insseg' and 'det', received {tasks}"
         )
+    for task, mode in model.decoding.items():
+        if task not in tasks or mode not in DECODING_MODES:
+            raise ValueError(
+                f"model.decoding must map tasks of model.tasks {tasks} to one of {DECODING_MODES}, "
+                f"received {task!r}: {mode!r}"
+            )
     depth_tok = load_frozen_tokenizer(model.depth_tokenizer, "depth") if "depth" in tasks else None
     mask_tok = load_frozen_tokenizer(model.mask_tokenizer, "mask") if "insseg" in tasks else None
     tokens_per_mask = 16
