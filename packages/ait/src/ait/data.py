@@ -107,7 +107,12 @@ def build_raw_dataset(cfg: Config, task: str, split: str) -> Dataset:
         length = d.synthetic_train_length if split == "train" else d.synthetic_val_length
         height, width = d.image_size
         dataset = SyntheticRooms(
-            length=length, height=height, width=width, seed=d.synthetic_seed, split=split
+            length=length,
+            height=height,
+            width=width,
+            seed=d.synthetic_seed,
+            split=split,
+            num_objects=tuple(d.synthetic_objects),
         )
         return CachedDataset(dataset) if d.cache else dataset
     if task == "depth":

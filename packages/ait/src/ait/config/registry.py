@@ -404,7 +404,8 @@ def _cpu_insseg_tiny() -> Config:
     return Config(
         name="cpu_insseg_tiny",
         model=_cpu_model(("insseg",)),
-        data=_cpu_data(depth_batch=0, insseg_batch=4),
+        # rooms of at most 4 objects: every object fits the 4-object sequence (data.synthetic_objects)
+        data=_cpu_data(depth_batch=0, insseg_batch=4, synthetic_objects=(1, 4)),
         optim=_cpu_optim(max_iters=20),
         eval=EvalConfig(sliding_window=False, flip=False, eigen_crop=False),
         work_dir="runs/cpu_insseg_tiny",
@@ -421,7 +422,7 @@ def _cpu_joint_tiny() -> Config:
         name="cpu_joint_tiny",
         model=_cpu_model(("depth", "insseg")),
         loss=LossConfig(depth_task_weight=1.0),
-        data=_cpu_data(depth_batch=2, insseg_batch=2),
+        data=_cpu_data(depth_batch=2, insseg_batch=2, synthetic_objects=(1, 4)),
         optim=_cpu_optim(max_iters=20),
         eval=EvalConfig(sliding_window=False, flip=False, eigen_crop=False),
         work_dir="runs/cpu_joint_tiny",
@@ -450,10 +451,14 @@ def _cpu_joint_demo() -> Config:
             num_encoder_layers=2,
             num_decoder_layers=2,
             dim_feedforward=256,
-            max_objects=6,
-            # AiT-P: one masked pass predicts every token. A model this small and this briefly trained
-            # suffers from exposure bias when decoding autoregressively; the parallel variant does not
+            # every object of a room (3-8 objects) fits the sequence (data.synthetic_objects is checked)
+            max_objects=8,
+            # depth: AiT-P, one masked pass (a model this small and this briefly trained suffers from
+            # exposure bias when decoding depth autoregressively). Instances: autoregressive, as the
+            # original's instance and joint models; a parallel pass cannot agree on which object goes in
+            # which slot (objects come in random order), so its boxes mix corners of different objects
             parallel=True,
+            decoding={"depth": "parallel", "insseg": "autoregressive"},
             soft_input=False,
         ),
         loss=LossConfig(depth_task_weight=1.0),

@@ -130,6 +130,9 @@ class DataConfig:
     synthetic_train_length: int = 2000
     synthetic_val_length: int = 64
     synthetic_seed: int = 0
+    # objects placed in each synthetic room (the generator's range; fewer may be visible). With an instance
+    # task the high end may not exceed model.max_objects: every object must fit the sequence
+    synthetic_objects: tuple[int, int] = (3, 8)
     cache: bool = False  # keep rendered synthetic samples in memory (small demo datasets)
     num_workers: int = 0
 

@@ -76,6 +76,20 @@ def validate_config(cfg: Config) -> None:
     _check(0 < d.scale_range[0] <= d.scale_range[1], "data.scale_range", "0 < low <= high", d.scale_range)
     _check(d.synthetic_train_length >= 1, "data.synthetic_train_length", ">= 1", d.synthetic_train_length)
     _check(d.synthetic_val_length >= 1, "data.synthetic_val_length", ">= 1", d.synthetic_val_length)
+    low, high = d.synthetic_objects
+    _check(
+        0 <= low <= high, "data.synthetic_objects", "(low, high) with 0 <= low <= high", d.synthetic_objects
+    )
+    if d.dataset == "synthetic" and uses_coco:
+        # a room with more objects than the sequence holds would be trained on a random subset and scored
+        # against all of them: refuse it rather than silently cap recall
+        _check(
+            high <= m.max_objects,
+            "data.synthetic_objects",
+            f"at most model.max_objects={m.max_objects} objects per room (the instance sequence holds "
+            f"{m.max_objects}; raise model.max_objects or lower the range)",
+            d.synthetic_objects,
+        )
 
     if m.depth_image_size is not None:
         _check(
