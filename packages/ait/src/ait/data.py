@@ -137,7 +137,9 @@ class CachedDataset(Dataset):
         return self._cache[index]
 
     def __getattr__(self, name: str) -> Any:  # num_classes, categories, label_to_category_id, ...
-        if name == "base":
+        # dunders are not delegated: a base's `__getitems__` (torch Subset) would make DataLoader fetch
+        # past this wrapper
+        if name == "base" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.base, name)
 
@@ -213,7 +215,9 @@ class TransformedDataset(Dataset):
         return out
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("base", "transform", "seed", "task"):
+        # dunders are not delegated: a base's `__getitems__` (torch Subset) would make DataLoader fetch the
+        # base's samples directly, skipping the transform
+        if name in ("base", "transform", "seed", "task") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.base, name)
 
