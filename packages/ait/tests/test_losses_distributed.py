@@ -39,13 +39,14 @@ def _depth_loss_worker(rank: int, world: int, tmp: str, batch_sizes: tuple[int, 
     import math
     import sys
     import warnings
+    from datetime import timedelta
 
     import numpy as np
     import torch.distributed as dist
 
+    # a forked child must not enter the OpenMP pool its parent may have started (libgomp is not fork-safe)
+    torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))  # the tests' helpers (pytest imports them by path)
-    from datetime import timedelta
-
     from test_losses import silog_reference
     from test_model import depth_batch, tiny_config
 
