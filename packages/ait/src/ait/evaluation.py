@@ -64,8 +64,9 @@ def predict_depth_tta(
 def depth_window_width(cfg) -> int:
     """The sliding-window width of a config: eval.window_width, else the depth training crop's width.
 
-    That is 480 for the NYU configs and for the joint config too, whose 640x640 depth canvas then zero-pads
-    each 480x480 window (as its training crops were), rather than one window over the whole image.
+    That is 480 for the NYU configs and for the joint config too: each 480x480 window is zero-padded to the
+    640x640 image canvas (model.depth_image_size, as its training crops were) and decodes to a 480x480 depth
+    map from 225 tokens, rather than one window over the whole image.
     """
     if cfg.eval.window_width:
         return int(cfg.eval.window_width)
