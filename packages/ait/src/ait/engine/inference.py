@@ -145,6 +145,9 @@ def predict_files(
             pred_depth = F.interpolate(
                 pred.float().cpu(), size=(height, width), mode="bilinear", align_corners=False
             )
+            # As the evaluation protocol does, predictions are clipped below at min_depth: in the PNG's NYU
+            # convention 0 means "no measurement", which a prediction never is.
+            pred_depth = pred_depth.clamp(min=cfg.eval.min_depth)
             target = out_dir / f"{path.stem}_depth.png"
             _write_depth_png(target, pred_depth[0, 0].numpy())
             written.append(target)
