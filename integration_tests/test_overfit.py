@@ -33,8 +33,8 @@ from ait.config import create_config
 from ait.data import TransformedDataset, _collate, _transform, build_raw_dataset
 from ait.engine import Trainer
 from ait.evaluation import evaluate_depth, evaluate_instances
-from ait.model.instance_head import crop_masks
 from ait.oracle import depth_tokenizer_oracle
+from ait.overfit import INSSEG_OVERRIDES, eval_set, fit_mask_tokenizer, overfit_synthetic_instances
 from ait_tokenizer import create_tokenizer, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,33 +57,8 @@ def _log(name: str, **figures) -> None:
     print(f"[overfit] {name}: {shown}")
 
 
-def _eval_set(cfg, raw, task: str, indices: list[int]) -> TransformedDataset:
-    """The training images again, through the evaluation transform (no augmentation, no crop)."""
-    subset = torch.utils.data.Subset(raw, indices)
-    return TransformedDataset(subset, _transform(cfg, task, train=False), cfg.seed, task)
-
-
 def _loader(dataset) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=len(dataset), collate_fn=_collate)
-
-
-def _fit_mask_tokenizer(batch: dict, path: Path, steps: int, seed: int = 0) -> Path:
-    """mask-small fitted to the box crops the solver's targets are cut from (roi_align 64x64, as training)."""
-    crops = []
-    for masks, boxes in zip(batch["masks"], batch["boxes"], strict=True):
-        rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes.float()], 1)
-        crops.append(crop_masks(torch.as_tensor(masks), rois, (64, 64)))
-    crops = torch.cat(crops)
-    torch.manual_seed(seed)
-    tokenizer = create_tokenizer("mask-small").train()
-    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=1e-3)
-    for step in range(steps):
-        out = tokenizer(crops, generator=torch.Generator().manual_seed(seed * 100_003 + step))
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-    save_tokenizer(tokenizer.eval(), path)
-    return path
 
 
 def _fit_depth_tokenizer(depth: torch.Tensor, path: Path, steps: int, seed: int = 0) -> Path:
@@ -117,57 +92,19 @@ def _instances_ap(solver, dataset, coco_gt, label_map, seed: int = 0) -> dict:
 
 
 # ----------------------------------------------------------------------------------- synthetic instances
-# A solver of the tiny CPU family, a little wider, on 8 rooms of 3-8 objects (every object fits the
-# 8-object sequence); no augmentation, so each step sees the same 8 images with new random padding.
-INSSEG_OVERRIDES = {
-    "model.max_objects": 8,
-    "model.d_model": 128,
-    "model.dim_feedforward": 256,
-    "data.synthetic_objects": (3, 8),
-    "data.synthetic_train_length": ROOMS,
-    "data.insseg_batch": ROOMS,
-    "data.augment": False,
-    "optim.max_iters": 500,
-    "optim.warmup_iters": 10,
-    "optim.lr": 2e-3,
-    "optim.weight_decay": 0.0,
-    "checkpoint_interval": 0,
-    "log_interval": 100,
-    "num_threads": 1,
-}
-
-
 def test_instance_segmentation_overfits_eight_synthetic_rooms_decoded_autoregressively(tmp_path):
-    start = time.perf_counter()
-    cfg = create_config("cpu_insseg_tiny", {**INSSEG_OVERRIDES, "work_dir": str(tmp_path / "solver")})
-    assert cfg.model.decoding_mode("insseg") == "autoregressive"
-    raw = build_raw_dataset(cfg, "insseg", "train")
-    rooms = _eval_set(cfg, raw, "insseg", list(range(ROOMS)))
-    batch = _collate([rooms[i] for i in range(ROOMS)])
-    assert max(len(labels) for labels in batch["labels"]) > 4  # rooms of several objects, not one each
-    tokenizer = _fit_mask_tokenizer(batch, tmp_path / "mask.safetensors", steps=300)
-    cfg.model.mask_tokenizer.checkpoint = str(tmp_path / "mask.safetensors")
-    fitted = time.perf_counter()
-
-    solver = _train(cfg)
-    trained = time.perf_counter()
-
-    from ait_data import to_coco_dict
-
-    coco_gt = to_coco_dict(raw.base, list(range(ROOMS)))
-    metrics = _instances_ap(solver, rooms, coco_gt, raw.label_to_category_id)
-    box, mask = metrics["bbox"]["AP"], metrics["segm"]["AP"]
-    _log(
-        "synthetic instances",
-        box_ap=box,
-        mask_ap=mask,
-        tokenizer_s=fitted - start,
-        solver_s=trained - fitted,
-        eval_s=time.perf_counter() - trained,
+    assert (
+        create_config("cpu_insseg_tiny", INSSEG_OVERRIDES).model.decoding_mode("insseg") == "autoregressive"
     )
-    assert tokenizer.is_file()
-    assert box >= 0.9, metrics["bbox"]
-    assert mask >= 0.8, metrics["segm"]
+    result = overfit_synthetic_instances(tmp_path, rooms=ROOMS, solver_steps=500, tokenizer_steps=300)
+    box, mask = result["bbox"]["AP"], result["segm"]["AP"]
+    _log(
+        "synthetic instances", box_ap=box, mask_ap=mask, **{f"{k}_s": v for k, v in result["seconds"].items()}
+    )
+    assert result["max_objects_in_a_room"] > 4  # rooms of several objects, not one each
+    assert (tmp_path / "mask.safetensors").is_file()
+    assert box >= 0.9, result["bbox"]
+    assert mask >= 0.8, result["segm"]
 
 
 # -------------------------------------------------------------------------------------------- COCO images
@@ -212,6 +149,8 @@ def _coco_ground_truth(ann_file: Path, image_ids: list[int]) -> dict:
 
 COCO_OVERRIDES = {
     **INSSEG_OVERRIDES,
+    "data.synthetic_train_length": ROOMS,
+    "data.insseg_batch": ROOMS,
     "model.num_classes": 80,
     "model.max_objects": 4,
     "data.dataset": "coco",
@@ -235,10 +174,10 @@ def test_instance_segmentation_overfits_eight_real_coco_images(tmp_path):
     assert len(image_ids) == ROOMS
     raw = build_raw_dataset(cfg, "insseg", "train")
     indices = [raw.image_ids.index(i) for i in image_ids]
-    images = _eval_set(cfg, raw, "insseg", indices)
+    images = eval_set(cfg, raw, "insseg", indices)
     batch = _collate([images[i] for i in range(ROOMS)])
     assert len({c for labels in batch["labels"] for c in labels.tolist()}) >= 5  # several real categories
-    _fit_mask_tokenizer(batch, tmp_path / "mask.safetensors", steps=150)
+    fit_mask_tokenizer(batch, tmp_path / "mask.safetensors", steps=150)
     cfg.model.mask_tokenizer.checkpoint = str(tmp_path / "mask.safetensors")
     fitted = time.perf_counter()
 
@@ -287,7 +226,7 @@ def test_depth_overfits_eight_rooms_to_its_tokenizers_reconstruction(tmp_path):
         {**DEPTH_OVERRIDES, "model.decoding": {"depth": "parallel"}, "work_dir": str(tmp_path / "solver")},
     )
     raw = build_raw_dataset(cfg, "depth", "train")
-    rooms = _eval_set(cfg, raw, "depth", list(range(ROOMS)))
+    rooms = eval_set(cfg, raw, "depth", list(range(ROOMS)))
     batch = _collate([rooms[i] for i in range(ROOMS)])
     _fit_depth_tokenizer(batch["depth"], tmp_path / "depth.safetensors", steps=150)
     cfg.model.depth_tokenizer.checkpoint = str(tmp_path / "depth.safetensors")
