@@ -7,7 +7,11 @@
 2. trains the CPU depth task-solver (`cpu_depth_tiny`, AiT with soft token) over that tokenizer;
 3. evaluates it on a fixed held-out set (synthetic split "val", no test-time augmentation) with
    `ait_eval.DepthMetrics`, next to the predict-the-mean-training-depth baseline on the same images;
-4. scores the tokenizer's reconstruction (decode(encode(x))) on held-out synthetic maps against the
+4. scores the tokenizer oracle: decode(encode(gt)) of the same held-out rooms with the solver's metric
+   (valid pixels) and against the complete depth: what the solver could reach with perfect tokens;
+5. overfits the autoregressive instance chain on 8 fixed synthetic rooms (`ait.overfit`, the overfit
+   proof's recipe, shorter) and reports its box and mask AP on those rooms;
+6. scores the tokenizer's reconstruction (decode(encode(x))) on held-out synthetic maps against the
    complete depth, and on the real NYU sample in ../shared/data/nyu_sample (skipped with a note if absent).
 
 Everything is seeded and runs on one torch thread, so the same seed gives the same numbers on any machine
@@ -36,8 +40,24 @@ from _common import (
 
 # (tokenizer steps, solver steps, solver batch, training rooms, held-out rooms)
 SIZES = {
-    True: {"tokenizer_steps": 200, "solver_steps": 150, "batch": 8, "train_size": 256, "val_size": 32},
-    False: {"tokenizer_steps": 600, "solver_steps": 400, "batch": 8, "train_size": 1024, "val_size": 64},
+    True: {
+        "tokenizer_steps": 200,
+        "solver_steps": 150,
+        "batch": 8,
+        "train_size": 256,
+        "val_size": 32,
+        "instance_steps": 250,
+        "instance_tokenizer_steps": 150,
+    },
+    False: {
+        "tokenizer_steps": 600,
+        "solver_steps": 400,
+        "batch": 8,
+        "train_size": 1024,
+        "val_size": 64,
+        "instance_steps": 500,
+        "instance_tokenizer_steps": 300,
+    },
 }
 DEPTH_METRICS = ("rmse", "abs_rel", "d1", "d2", "d3", "rmse_log", "log10", "silog_ait")
 UNITS = {"rmse": "m"}  # the others are ratios or logs without a unit
@@ -48,6 +68,8 @@ def run(quick: bool = False, seed: int = 0) -> list[dict]:
 
     from ait.data import build_eval_loader
     from ait.evaluation import mean_depth_baseline
+    from ait.oracle import depth_tokenizer_oracle
+    from ait.overfit import overfit_synthetic_instances
     from ait_tokenizer import load_tokenizer
     from ait_tokenizer.evaluate import evaluate_nyu, evaluate_synthetic
 
@@ -104,6 +126,35 @@ def run(quick: bool = False, seed: int = 0) -> list[dict]:
         )
 
         tokenizer = load_tokenizer(tokenizer_ckpt)
+        # The oracle: the same held-out rooms and metric as the solver, fed the ground truth's own tokens.
+        oracle = depth_tokenizer_oracle(tokenizer, build_eval_loader(cfg, "depth"), cfg.eval)
+        rows.append(
+            row(
+                "quality/tokenizer_oracle",
+                "rmse",
+                oracle["rmse"],
+                "m",
+                "decode(encode(gt)) of the solver's held-out rooms, valid pixels (the solver's metric)",
+            )
+        )
+        rows.append(
+            row(
+                "quality/tokenizer_oracle",
+                "rmse_complete",
+                oracle["rmse_complete"],
+                "m",
+                "the same reconstruction against the complete depth, holes included (pixel-pooled)",
+            )
+        )
+        rows.append(
+            row(
+                "quality/depth",
+                "rmse_over_oracle",
+                metrics["rmse"] / oracle["rmse"],
+                "ratio",
+                "solver RMSE over its tokenizer's oracle RMSE (1.0 = as good as the tokens allow)",
+            )
+        )
         synthetic = evaluate_synthetic(tokenizer, maps=64, split="test", seed=0)
         rows.append(
             row(
@@ -149,6 +200,20 @@ def run(quick: bool = False, seed: int = 0) -> list[dict]:
             )
         else:
             print(f"   note: {nyu_root} is absent; the NYU-sample tokenizer row is skipped", flush=True)
+        # Instances: the overfit proof's recipe, shorter (a deterministic figure of the whole instance chain).
+        overfit = overfit_synthetic_instances(
+            tmp / "instances",
+            rooms=8,
+            solver_steps=sizes["instance_steps"],
+            tokenizer_steps=sizes["instance_tokenizer_steps"],
+            seed=seed,
+        )
+        instance_note = (
+            f"AR instance segmentation overfit on 8 fixed synthetic rooms, {sizes['instance_steps']} solver steps, "
+            "scored on those rooms (the chain sequences -> loss -> decoding -> pasting -> pycocotools)"
+        )
+        rows.append(row("quality/instances_overfit", "box_ap", overfit["bbox"]["AP"], "AP", instance_note))
+        rows.append(row("quality/instances_overfit", "mask_ap", overfit["segm"]["AP"], "AP", instance_note))
         rows.append(
             row(
                 "quality/run",
