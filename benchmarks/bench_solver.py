@@ -10,7 +10,8 @@ the weights: AR decoding always runs all 64 steps):
   and AiT-P (`model.parallel=True`: one masked decoder pass); the two are timed alternately within each
   repeat and the speed-up is the median of the per-repeat ratios;
 - training step images/s at batch 16: `training_step` (CE + soft-token SILog through the frozen tokenizer
-  decoder) + backward + AdamW step;
+  decoder) + backward + AdamW step; and the same for the demo's own config `cpu_joint_demo` (its per-task
+  batches: depth AiT-P + autoregressive instances with the mask aux loss), rows `solver/train_step_demo`;
 - achieved FLOP/s of that training step (forward + backward FLOPs counted by
   `torch.utils.flop_counter.FlopCounterMode`, divided by the median step time) as a fraction of a large
   fp32 matmul measured in the same run (`_common.matmul_ceiling_flops`: this machine's practical ceiling);
@@ -77,11 +78,13 @@ print(json.dumps(out))
 """
 
 
-def _build(parallel: bool, batch: int, device: str):
+def _build(parallel: bool, batch: int, device: str, config: str = CONFIG, overrides: dict | None = None):
     from ait.config import create_config
     from ait.model import build_task_solver
 
-    cfg = create_config(CONFIG, {"model.parallel": parallel, "data.depth_batch": batch})
+    if overrides is None:
+        overrides = {"model.parallel": parallel, "data.depth_batch": batch}
+    cfg = create_config(config, overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "untrained tokenizer": fine for timing
         return build_task_solver(cfg).to(device), cfg
@@ -170,14 +173,27 @@ def inference_rows(device: str, repeats: int) -> list[dict]:
     return rows
 
 
-def training_rows(device: str, repeats: int, batch: int = 16) -> list[dict]:
+def training_rows(
+    device: str,
+    repeats: int,
+    batch: int = 16,
+    config: str = CONFIG,
+    name: str = "solver/train_step/b16",
+) -> list[dict]:
+    """Training-step throughput and FLOP/s against the same run's matmul ceiling.
+
+    `config` CONFIG: the depth step at `batch` images; any other config (the demo's `cpu_joint_demo`) is
+    timed with its own per-task batches and decoding modes.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from ait.data import build_task_streams
 
     torch.manual_seed(0)
-    model, cfg = _build(False, batch, device)
+    overrides = None if config == CONFIG else {"data.synthetic_train_length": 64}
+    model, cfg = _build(False, batch, device, config, overrides)
+    batch = sum(getattr(cfg.data, f"{task}_batch") for task in cfg.model.tasks)
     model.train()
     data = build_task_streams(cfg).next_batch()
     data = {
@@ -199,18 +215,16 @@ def training_rows(device: str, repeats: int, batch: int = 16) -> list[dict]:
     ceiling = _matmul_ceiling(device, repeats)
     seconds = _seconds(step, device, repeats)
     achieved = flops / seconds
-    note = (
-        f"{CONFIG}, batch {batch}, 64x64, CE + soft-token SILog, AdamW, {_where(device)}; median of {repeats}"
-    )
+    batches = " + ".join(f"{getattr(cfg.data, f'{t}_batch')} {t}" for t in cfg.model.tasks)
+    note = f"{config}, {batches} images, 64x64, its losses, AdamW, {_where(device)}; median of {repeats}"
+    ceiling_name = "solver/matmul_ceiling" if config == CONFIG else f"{name}/matmul_ceiling"
     return [
-        row("solver/train_step/b16", "images_per_s", batch / seconds, "images/s", note),
-        row("solver/train_step/b16", "flops_per_step", flops, "FLOP", "forward + backward, FlopCounterMode"),
-        row("solver/train_step/b16", "achieved_flops", achieved, "FLOP/s", note),
+        row(name, "images_per_s", batch / seconds, "images/s", note),
+        row(name, "flops_per_step", flops, "FLOP", "forward + backward, FlopCounterMode"),
+        row(name, "achieved_flops", achieved, "FLOP/s", note),
+        row(ceiling_name, "flops", ceiling, "FLOP/s", f"1024x1024 fp32 matmul, {device}, same run"),
         row(
-            "solver/matmul_ceiling", "flops", ceiling, "FLOP/s", f"1024x1024 fp32 matmul, {device}, same run"
-        ),
-        row(
-            "solver/train_step/b16",
+            name,
             "fraction_of_matmul_ceiling",
             achieved / ceiling,
             "x",
@@ -260,7 +274,12 @@ def run(quick: bool = False) -> list[dict]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     repeats = 5 if quick else 11
     with torch_threads(torch.get_num_threads() if device == "cuda" else 1):
-        return [*inference_rows(device, repeats), *training_rows(device, repeats), *memory_rows(device)]
+        return [
+            *inference_rows(device, repeats),
+            *training_rows(device, repeats),
+            *training_rows(device, repeats, config="cpu_joint_demo", name="solver/train_step_demo"),
+            *memory_rows(device),
+        ]
 
 
 def main() -> None:
