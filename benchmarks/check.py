@@ -49,9 +49,15 @@ RATIO_TOLERANCES = {
 # Another CPU's rounding may act like such a perturbation, so the tolerances sit beyond those spreads while
 # still catching real breakage: +10 % keeps the depth RMSE below the predict-the-mean baseline (+12 %);
 # +50 % catches a tokenizer that stops learning (untrained: ~3.3 m vs 0.99 m).
+# (tolerance, which way is better) per figure.
 QUALITY_FIGURES = {
-    ("quality/depth", "rmse"): 0.10,
-    ("quality/tokenizer_synthetic", "rmse_complete"): 0.50,
+    ("quality/depth", "rmse"): (0.10, "lower"),
+    ("quality/tokenizer_synthetic", "rmse_complete"): (0.50, "lower"),
+    # issue 10: the tokenizer oracle (what perfect tokens would score), the depth RMSE over predict-the-mean,
+    # and the box AP of a short instance overfit run (the whole instance chain; a broken chain scores ~0)
+    ("quality/tokenizer_oracle", "rmse"): (0.50, "lower"),
+    ("quality/depth", "rmse_over_mean_baseline"): (0.10, "lower"),
+    ("quality/instances_overfit", "box_ap"): (0.30, "higher"),
 }
 # With --from-rows, a ratio's tolerance is this many times its largest drop below the median of the stored
 # runs (rounded up to 5 %), at least RATIO_TOLERANCE and at most MAX_RATIO_TOLERANCE.
@@ -91,9 +97,8 @@ def baseline_from(rows: list[dict]) -> list[dict]:
     for r in rows:
         key = (r["benchmark"], r["metric"])
         if key in QUALITY_FIGURES:
-            entries.append(
-                {**_key(r), "baseline": r["value"], "better": "lower", "tolerance": QUALITY_FIGURES[key]}
-            )
+            tolerance, better = QUALITY_FIGURES[key]
+            entries.append({**_key(r), "baseline": r["value"], "better": better, "tolerance": tolerance})
         elif r["unit"] == "x" and math.isfinite(r["value"]) and "_wall" not in r["benchmark"]:
             # wall-clock ratios (bench_decoder's *_wall rows) are context: on a shared CPU only the
             # CPU-time ratios beside them are stable enough to check
