@@ -164,3 +164,12 @@ def test_a_mixed_solver_trains_depth_in_one_masked_pass_and_instances_by_teacher
     out = solver.training_step(_batches(), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"])
     assert sorted(calls) == [("depth", True, True), ("insseg", False, False)]
+
+
+def test_demo_label_names_each_tasks_decoding():
+    from ait.config import create_config
+    from ait.demo import demo_label
+
+    assert demo_label(create_config("cpu_joint_demo")) == "AiT demo (joint; depth AiT-P)"
+    assert demo_label(create_config("cpu_joint_tiny")) == "AiT demo (joint)"
+    assert demo_label(create_config("cpu_depth_tiny", {"model.parallel": True})) == "AiT-P demo (depth)"

@@ -221,12 +221,17 @@ def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _decoding_label(cfg) -> str:
-    """ "AiT-P" when depth decodes in one parallel pass, "AiT" otherwise (the original's naming)."""
-    decoding = getattr(cfg.model, "decoding", None)
-    if isinstance(decoding, dict) and "depth" in decoding:
-        return "AiT-P" if decoding["depth"] == "parallel" else "AiT"
-    return "AiT-P" if cfg.model.parallel else "AiT"
+def demo_label(cfg) -> str:
+    """The table's model name: "AiT-P" where every task decodes in one parallel pass, "AiT" where every task
+    decodes autoregressively, and which task does what otherwise (the original's AiT-P is depth-only)."""
+    modes = {task: cfg.model.decoding_mode(task) for task in cfg.model.tasks}
+    kind = "joint" if len(modes) > 1 else next(iter(modes))
+    if set(modes.values()) == {"parallel"}:
+        return f"AiT-P demo ({kind})"
+    if set(modes.values()) == {"autoregressive"}:
+        return f"AiT demo ({kind})"
+    parallel = ", ".join(task for task, mode in modes.items() if mode == "parallel")
+    return f"AiT demo ({kind}; {parallel} AiT-P)"
 
 
 def tokenizer_oracle(cfg, solver) -> dict[str, dict]:
@@ -287,7 +292,7 @@ def run_demo(
     table = format_results_table(
         depth,
         coco,
-        name=f"{_decoding_label(cfg)} demo (joint)",
+        name=demo_label(cfg),
         baseline=baseline,
         extra_rows=[("tokenizer oracle", oracle.get("depth"), oracle.get("insseg"))],
         ap50=True,
