@@ -3,7 +3,7 @@
     python benchmarks/frontier.py [--steps 200 400 800 1600] [--out benchmarks/frontier] [--cfg-options K=V ...]
     python benchmarks/frontier.py --merge a/frontier.json b/frontier.json --out benchmarks/frontier
 
-Trains the demo's two tokenizers once (the `ait demo` recipe), then one joint task-solver (`cpu_joint_demo`)
+Trains the demo's two tokenizers once (the `ait demo` recipe; or reuses a demo run's with --tokenizers), then one joint task-solver (`cpu_joint_demo`)
 per step budget, each a complete run with its own schedule (warm-up and decay scaled to the budget, not a
 snapshot of a longer run), evaluates each on the demo's held-out rooms, and writes `frontier.json` and
 `frontier.png` (x: training wall minutes of the solver; lines for predict-the-mean and the tokenizer oracle).
@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(steps: list[int], out: Path, cfg_options: list[str]) -> dict:
+def run(steps: list[int], out: Path, cfg_options: list[str], tokenizers: Path | None = None) -> dict:
     import torch
 
     from ait.data import build_eval_loader
@@ -37,8 +37,19 @@ def run(steps: list[int], out: Path, cfg_options: list[str]) -> dict:
         tmp = Path(tmp)
         depth_cfg, mask_cfg, solver_cfg = demo_configs(tmp, cfg_options=cfg_options)
         start = time.perf_counter()
-        depth_ckpt = train_tokenizer(depth_cfg, tmp / "tokenizers" / "depth")
-        mask_ckpt = train_tokenizer(mask_cfg, tmp / "tokenizers" / "mask")
+        if tokenizers is not None:  # a demo run's trained tokenizers (`ait demo --out DIR`: DIR/tokenizers)
+            depth_ckpt, mask_ckpt = (
+                tokenizers / "depth" / "final.safetensors",
+                tokenizers / "mask" / "final.safetensors",
+            )
+            for path in (depth_ckpt, mask_ckpt):
+                if not path.is_file():
+                    raise SystemExit(
+                        f"frontier: error: {path} is missing; pass the tokenizers/ folder of a demo run"
+                    )
+        else:
+            depth_ckpt = train_tokenizer(depth_cfg, tmp / "tokenizers" / "depth")
+            mask_ckpt = train_tokenizer(mask_cfg, tmp / "tokenizers" / "mask")
         tokenizer_s = time.perf_counter() - start
         baseline = oracle = None
         for budget in steps:
@@ -146,6 +157,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "frontier")
     parser.add_argument("--cfg-options", nargs="*", default=[])
     parser.add_argument(
+        "--tokenizers",
+        type=Path,
+        help="reuse a demo run's tokenizers (DIR/depth, DIR/mask) instead of training",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -157,7 +173,7 @@ def main() -> None:
         return
     if any(s <= 0 for s in args.steps):
         sys.exit("frontier: error: --steps must be positive step counts")
-    run(sorted(args.steps), args.out, args.cfg_options)
+    run(sorted(args.steps), args.out, args.cfg_options, args.tokenizers)
 
 
 if __name__ == "__main__":
