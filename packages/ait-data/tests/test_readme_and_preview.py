@@ -45,3 +45,21 @@ def test_preview_module_entry_point(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         runpy.run_module("ait_data.preview", run_name="__main__")
     assert "between 64x64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["ait-data-preview", "ait-maskcoco"])
+def test_console_scripts_exit_zero_on_success(tmp_path, script):
+    """The installed scripts run `sys.exit(cli())`: success must be status 0, not the returned path's 1."""
+    import subprocess
+
+    from ait_data import SyntheticRooms, write_coco
+
+    executable = Path(sys.executable).parent / script
+    if script == "ait-data-preview":
+        args = ["--out", str(tmp_path / "grid.png"), "--num", "1", "--size", "64x64"]
+    else:
+        ann = write_coco(SyntheticRooms(length=2, height=64, width=64, seed=0), tmp_path / "coco", [0, 1])
+        args = [str(ann), "--out", str(tmp_path / "masks.npz"), "--no-progress"]
+    run = subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert any(tmp_path.glob("*.png")) or (tmp_path / "masks.npz").is_file()

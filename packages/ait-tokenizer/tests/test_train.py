@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,18 @@ def test_trains_on_nyu_layout_written_by_ait_data(tmp_path):
         math.isfinite(validation["rmse"]) and "complete_rmse" not in validation
     )  # real data: no complete map
     assert load_tokenizer(final).kind == "depth"
+
+
+def test_console_script_exits_zero_on_success(tmp_path):
+    """`ait-tokenizer-train` runs `sys.exit(cli())`: a finished run is status 0, not the returned path's 1."""
+    import subprocess
+    import sys
+
+    executable = Path(sys.executable).parent / "ait-tokenizer-train"
+    run = subprocess.run(
+        [str(executable), "--config", "depth-small", "--out", str(tmp_path), "--max-steps", "1",
+         "--batch-size", "2", "--no-progress", "--set", "train_size=2", "val_size=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / FINAL_CHECKPOINT).is_file()

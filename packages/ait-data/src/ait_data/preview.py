@@ -98,5 +98,12 @@ def main(argv: list[str] | None = None) -> Path:
     return run_command(body)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The console script: `main`, then exit status 0 (a script's `sys.exit(main())` would turn the returned
+    path into status 1); failures exit inside `main` with their one-line message."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
     main()
