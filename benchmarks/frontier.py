@@ -121,13 +121,17 @@ def plot(result: dict, path: Path) -> Path:
     for key, label in (("box_ap", "box AP"), ("mask_ap", "mask AP"), ("box_ap50", "box AP50")):
         ap_ax.plot(minutes, [p[key] for p in points], "o-", label=label)
     ap_ax.axhline(result["oracle_mask_ap"], color="green", ls="--", label="mask tokenizer oracle")
+    ap_ax.axhline(0.30, color="gray", ls=":", label="goal (box AP 0.30)")
     ap_ax.set(xlabel="task-solver training (minutes)", ylabel="COCO AP", title="instances, held-out rooms")
     ap_ax.set_ylim(0, 1)
     ap_ax.legend(fontsize=8)
     for ax, values in ((depth_ax, [p["depth_rmse"] for p in points]), (ap_ax, [p["box_ap"] for p in points])):
         for x, y, p in zip(minutes, values, points):
             ax.annotate(f"{p['steps']}", (x, y), textcoords="offset points", xytext=(3, 5), fontsize=7)
-    fig.suptitle(f"{result['config']} quality vs budget ({result['torch_threads']} torch threads)")
+    threads = result["torch_threads"]
+    fig.suptitle(
+        f"{result['config']} quality vs budget ({threads} torch thread{'s' if threads != 1 else ''})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
