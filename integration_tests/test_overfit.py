@@ -34,8 +34,13 @@ from ait.data import TransformedDataset, _collate, _transform, build_raw_dataset
 from ait.engine import Trainer
 from ait.evaluation import evaluate_depth, evaluate_instances
 from ait.oracle import depth_tokenizer_oracle
-from ait.overfit import INSSEG_OVERRIDES, eval_set, fit_mask_tokenizer, overfit_synthetic_instances
-from ait_tokenizer import create_tokenizer, save_tokenizer
+from ait.overfit import (
+    INSSEG_OVERRIDES,
+    eval_set,
+    fit_mask_tokenizer,
+    fit_tokenizer,
+    overfit_synthetic_instances,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT.parent / "shared" / "data" / "coco_sample"
@@ -59,20 +64,6 @@ def _log(name: str, **figures) -> None:
 
 def _loader(dataset) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=len(dataset), collate_fn=_collate)
-
-
-def _fit_depth_tokenizer(depth: torch.Tensor, path: Path, steps: int, seed: int = 0) -> Path:
-    """depth-small (mask augmentation on) fitted to the rooms' depth maps."""
-    torch.manual_seed(seed)
-    tokenizer = create_tokenizer("depth-small").train()
-    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=1e-3)
-    for step in range(steps):
-        out = tokenizer(depth, generator=torch.Generator().manual_seed(seed * 100_003 + step))
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-    save_tokenizer(tokenizer.eval(), path)
-    return path
 
 
 def _train(cfg, datasets: dict | None = None) -> torch.nn.Module:
@@ -228,7 +219,7 @@ def test_depth_overfits_eight_rooms_to_its_tokenizers_reconstruction(tmp_path):
     raw = build_raw_dataset(cfg, "depth", "train")
     rooms = eval_set(cfg, raw, "depth", list(range(ROOMS)))
     batch = _collate([rooms[i] for i in range(ROOMS)])
-    _fit_depth_tokenizer(batch["depth"], tmp_path / "depth.safetensors", steps=150)
+    fit_tokenizer("depth-small", batch["depth"], tmp_path / "depth.safetensors", steps=150)
     cfg.model.depth_tokenizer.checkpoint = str(tmp_path / "depth.safetensors")
     fitted = time.perf_counter()
 

@@ -25,7 +25,13 @@ from ait.evaluation import evaluate_instances
 from ait.model.instance_head import crop_masks
 from ait_tokenizer import create_tokenizer, save_tokenizer
 
-__all__ = ["INSSEG_OVERRIDES", "eval_set", "fit_mask_tokenizer", "overfit_synthetic_instances"]
+__all__ = [
+    "INSSEG_OVERRIDES",
+    "eval_set",
+    "fit_mask_tokenizer",
+    "fit_tokenizer",
+    "overfit_synthetic_instances",
+]
 
 # A solver of the tiny CPU family, a little wider, on rooms of 3-8 objects (every object fits the 8-object
 # sequence); no augmentation, so each step sees the same images with new random padding.
@@ -51,25 +57,29 @@ def eval_set(cfg, raw, task: str, indices: list[int]) -> TransformedDataset:
     return TransformedDataset(subset, _transform(cfg, task, train=False), cfg.seed, task)
 
 
-def fit_mask_tokenizer(batch: dict, path: Path, steps: int, seed: int = 0) -> Path:
-    """mask-small fitted to the box crops the solver's targets are cut from (roi_align 64x64, as training)."""
+def fit_tokenizer(preset: str, maps: torch.Tensor, path: Path, steps: int, seed: int = 0) -> Path:
+    """A tokenizer preset fitted (Adam 1e-3, full batch, its own mask augmentation) to `maps` (B, 1, H, W)."""
     if steps <= 0:
         raise ValueError(f"steps must be positive, received {steps}")
-    crops = []
-    for masks, boxes in zip(batch["masks"], batch["boxes"], strict=True):
-        rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes.float()], 1)
-        crops.append(crop_masks(torch.as_tensor(masks), rois, (64, 64)))
-    crops = torch.cat(crops)
     torch.manual_seed(seed)
-    tokenizer = create_tokenizer("mask-small").train()
+    tokenizer = create_tokenizer(preset).train()
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=1e-3)
     for step in range(steps):
-        out = tokenizer(crops, generator=torch.Generator().manual_seed(seed * 100_003 + step))
+        out = tokenizer(maps, generator=torch.Generator().manual_seed(seed * 100_003 + step))
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
     save_tokenizer(tokenizer.eval(), path)
     return path
+
+
+def fit_mask_tokenizer(batch: dict, path: Path, steps: int, seed: int = 0) -> Path:
+    """mask-small fitted to the box crops the solver's targets are cut from (roi_align 64x64, as training)."""
+    crops = []
+    for masks, boxes in zip(batch["masks"], batch["boxes"], strict=True):
+        rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes.float()], 1)
+        crops.append(crop_masks(torch.as_tensor(masks), rois, (64, 64)))
+    return fit_tokenizer("mask-small", torch.cat(crops), path, steps, seed)
 
 
 def overfit_synthetic_instances(
