@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ait.config.schema import Config
+from ait_tokenizer.checkpoint import fault_point, torch_save_to
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -86,23 +87,9 @@ _ARCHITECTURE_PREFIX = "model."
 INFERENCE_KEYS = ("model.tau_depth", "model.tau_mask", "model.top_p", "model.soft_input")
 
 
-# Fault-injection hook of the kill -9 tests: AIT_KILL_AT="PHASE" or "PHASE@STEP" makes the process SIGKILL
-# itself when a save reaches that phase ("solver-save:temp-written", "solver-save:replaced",
-# "solver-save:pruned"); unset in normal use.
-KILL_AT_ENV = "AIT_KILL_AT"
-
-
-def fault_point(phase: str, step: int | None = None) -> None:
-    target = os.environ.get(KILL_AT_ENV)
-    if not target:
-        return
-    name, _, at = target.partition("@")
-    if name == phase and (not at or (step is not None and int(at) == step)):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
+# The kill -9 tests' fault hook (AIT_KILL_AT="PHASE" or "PHASE@STEP"; phases here: "solver-save:temp-written",
+# "solver-save:replaced", "solver-save:pruned") and torch.save keeping a failed write's OSError are shared
+# with the tokenizer's checkpoints: one implementation, in ait_tokenizer.checkpoint.
 def check_finite_weights(weights: dict, source: str | os.PathLike) -> None:
     """ValueError naming ``source`` and the tensors holding NaN/inf (a diverged run or a corrupted file)."""
     bad = [
@@ -133,35 +120,6 @@ def remove_temporary_files(work_dir: str | os.PathLike) -> list[Path]:
 
 def checkpoint_path(work_dir: str | os.PathLike, step: int) -> Path:
     return Path(work_dir) / "checkpoints" / f"iter_{step:07d}.pt"
-
-
-class _RecordingWriter:
-    """File wrapper for torch.save: torch's zip writer turns a failed write (ENOSPC) into a RuntimeError
-    ("unexpected pos"); this keeps the OSError so the caller can report what really happened."""
-
-    def __init__(self, handle):
-        self.handle, self.error = handle, None
-
-    def write(self, data):
-        try:
-            return self.handle.write(data)
-        except OSError as error:
-            self.error = error
-            raise
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-
-def torch_save_to(obj, handle) -> None:
-    """``torch.save(obj, handle)``; a failed write is raised as its OSError (errno kept), not a RuntimeError."""
-    writer = _RecordingWriter(handle)
-    try:
-        torch.save(obj, writer)
-    except RuntimeError as error:
-        if writer.error is not None:
-            raise writer.error from error
-        raise
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, step: int | None = None) -> Path:

@@ -35,7 +35,6 @@ from ait.engine.checkpoint import (
     check_config_compatible,
     check_finite_weights,
     checkpoint_path,
-    fault_point,
     find_latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -53,6 +52,7 @@ from ait.engine.distributed import (
 )
 from ait.engine.logging import MetricsLogger
 from ait.engine.optim import build_optimizer, build_scheduler
+from ait_tokenizer.checkpoint import fault_point
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
 
