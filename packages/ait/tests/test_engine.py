@@ -349,3 +349,45 @@ def test_evaluation_may_change_decoding_settings_but_not_the_architecture():
     assert [d.split(":")[0] for d in config_differences(saved, wider, architecture_only=True)] == [
         "model.d_model"
     ]
+
+
+def test_a_solver_checkpoint_rebuilds_its_tokenizer_trained_with_preset_overrides(tmp_path):
+    # the demo's depth tokenizer is `depth-small` with other channels: a solver checkpoint must rebuild that
+    # architecture by itself (`ait predict|eval --checkpoint`), not the preset's
+    from ait.engine.inference import load_solver
+    from ait_tokenizer import create_tokenizer, save_tokenizer
+
+    tokenizer = create_tokenizer("depth-small", channels=(8, 16), mask_patch_size=4)
+    save_tokenizer(tokenizer.eval(), tmp_path / "depth.safetensors")
+    cfg = create_config(
+        "cpu_depth_tiny",
+        {
+            "model.depth_tokenizer.checkpoint": str(tmp_path / "depth.safetensors"),
+            "work_dir": str(tmp_path / "run"),
+            "optim.max_iters": 1,
+            "optim.warmup_iters": 0,
+            "data.depth_batch": 2,
+            "data.synthetic_train_length": 4,
+            "data.synthetic_val_length": 2,
+            "progress": False,
+            "checkpoint_interval": 1,
+        },
+    )
+    trainer = Trainer(cfg, evaluate=False, log=lambda message: None)
+    trainer.train()
+    (tmp_path / "depth.safetensors").unlink()  # the checkpoint alone must do
+    solver, _ = load_solver(trainer.last_checkpoint)
+    assert solver.depth_head.tokenizer.config.channels == (8, 16)
+    images = torch.rand(1, 3, 64, 64)
+    expected = trainer.model.eval().predict_depth(images)
+    assert torch.equal(solver.predict_depth(images), expected)
+
+
+def test_malformed_stored_tokenizer_architectures_name_the_file(tmp_path):
+    from ait.engine.checkpoint import stored_tokenizer_configs
+
+    assert stored_tokenizer_configs({}, "old.pt") is None  # written before they were saved: the presets
+    with pytest.raises(ValueError, match=r"bad\.pt: the stored tokenizer architectures are malformed"):
+        stored_tokenizer_configs({"tokenizers": "[1, 2]"}, "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt"):
+        stored_tokenizer_configs({"tokenizers": "{not json"}, "bad.pt")

@@ -234,6 +234,20 @@ def check_config_compatible(
     return saved
 
 
+def stored_tokenizer_configs(state: dict, path: str | os.PathLike) -> dict[str, dict] | None:
+    """{kind: TokenizerConfig dict} a solver checkpoint carries; None for one written before they were saved."""
+    raw = state.get("tokenizers")
+    if raw is None:
+        return None
+    try:
+        configs = json.loads(raw)
+        if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+            raise ValueError("expected a JSON object of tokenizer kinds to configs")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: the stored tokenizer architectures are malformed ({error})") from error
+    return configs
+
+
 def load_model_weights(model: torch.nn.Module, state_dict: dict, source: str | os.PathLike) -> None:
     """Strict load with an error that names missing/unexpected/mis-shaped parameters and the source file."""
     own = model.state_dict()

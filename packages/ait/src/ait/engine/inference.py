@@ -17,6 +17,7 @@ from ait.engine.checkpoint import (
     check_finite_weights,
     load_checkpoint,
     load_model_weights,
+    stored_tokenizer_configs,
 )
 
 __all__ = ["load_image", "load_solver", "predict_files"]
@@ -52,7 +53,7 @@ def load_solver(
             ref.checkpoint = None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*UNTRAINED.*")
-        solver = build_task_solver(build_cfg)
+        solver = build_task_solver(build_cfg, tokenizer_configs=stored_tokenizer_configs(state, checkpoint))
     load_model_weights(solver, state["model"], checkpoint)
     if hasattr(solver, "cfg"):
         solver.cfg = run_cfg  # inference settings (top_p, eval windows...) of the run, not of the build

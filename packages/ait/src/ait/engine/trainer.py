@@ -11,6 +11,7 @@ everything `--resume` needs to continue bit-for-bit (see `ait.engine.checkpoint`
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -259,6 +260,8 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_json(),
             "config_name": self.cfg.name,
+            # the frozen tokenizers' architectures: `load_solver` rebuilds them without their files
+            "tokenizers": json.dumps(getattr(self.model, "tokenizer_configs", dict)()),
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -18,7 +18,7 @@ from ait.model.depth_head import DepthHead
 from ait.model.instance_head import InstanceHead
 from ait_backbone import create_backbone, load_backbone_checkpoint
 from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout
-from ait_tokenizer import create_tokenizer, load_tokenizer
+from ait_tokenizer import TokenizerConfig, VQVAETokenizer, create_tokenizer, load_tokenizer
 
 TASKS = ("depth", "insseg", "det")
 DECODING_MODES = ("autoregressive", "parallel")  # model.decoding values (AiT / AiT-P)
@@ -67,6 +67,14 @@ class TaskSolver(nn.Module):
     def tokenizers(self) -> list[nn.Module]:
         heads = (self.depth_head, self.instance_head)
         return [h.tokenizer for h in heads if h is not None and getattr(h, "tokenizer", None) is not None]
+
+    def tokenizer_configs(self) -> dict[str, dict]:
+        """{kind: architecture} of the frozen tokenizers, saved with the solver's checkpoints.
+
+        A tokenizer trained with overrides of its preset (the demo's 16x16-token depth tokenizer) cannot be
+        rebuilt from the preset name alone; with these a checkpoint rebuilds its solver without the files.
+        """
+        return {tokenizer.kind: tokenizer.config.to_dict() for tokenizer in self.tokenizers()}
 
     def trainable_named_parameters(self):
         """(name, parameter) pairs that the optimiser should update (the tokenizers are excluded)."""
@@ -257,11 +265,17 @@ def build_vocab(model: ModelConfig, depth_codes: int = 128, mask_codes: int = 12
     )
 
 
-def load_frozen_tokenizer(ref: TokenizerRef | None, kind: str) -> nn.Module:
-    """Load a trained tokenizer checkpoint (its preset checked), or an untrained preset with a warning."""
+def load_frozen_tokenizer(ref: TokenizerRef | None, kind: str, architecture: dict | None = None) -> nn.Module:
+    """Load a trained tokenizer checkpoint (its preset checked), or an untrained preset with a warning.
+
+    `architecture` (a `TokenizerConfig` dict, from a solver checkpoint's `tokenizer_configs`): build that
+    tokenizer untrained, without a warning; the solver checkpoint's weights fill it.
+    """
     if ref is None:
         raise ValueError(f"the config's tasks need a {kind} tokenizer: set model.{kind}_tokenizer")
-    if ref.checkpoint is None:
+    if architecture is not None:
+        tokenizer = VQVAETokenizer(TokenizerConfig.from_dict(architecture))
+    elif ref.checkpoint is None:
         warnings.warn(
             f"model.{kind}_tokenizer has no checkpoint: using an UNTRAINED {ref.preset!r} tokenizer "
             "(fine for tests, meaningless for training)",
@@ -277,8 +291,14 @@ def load_frozen_tokenizer(ref: TokenizerRef | None, kind: str) -> nn.Module:
     return tokenizer.requires_grad_(False).eval()
 
 
-def build_task_solver(cfg: Config) -> TaskSolver:
-    """Backbone (+ optional checkpoint) + AiT decoder + heads for cfg.model.tasks, with frozen tokenizers."""
+def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = None) -> TaskSolver:
+    """Backbone (+ optional checkpoint) + AiT decoder + heads for cfg.model.tasks, with frozen tokenizers.
+
+    `tokenizer_configs` ({"depth"|"mask": TokenizerConfig dict}, what `TaskSolver.tokenizer_configs` saved):
+    build those tokenizers' architectures untrained instead of reading model.*_tokenizer (a solver checkpoint
+    about to load its own weights).
+    """
+    stored = tokenizer_configs or {}
     model = cfg.model
     tasks = tuple(model.tasks)
     if not tasks or set(tasks) - set(TASKS) or ("insseg" in tasks and "det" in tasks):
@@ -291,8 +311,14 @@ def build_task_solver(cfg: Config) -> TaskSolver:
                 f"model.decoding must map tasks of model.tasks {tasks} to one of {DECODING_MODES}, "
                 f"received {task!r}: {mode!r}"
             )
-    depth_tok = load_frozen_tokenizer(model.depth_tokenizer, "depth") if "depth" in tasks else None
-    mask_tok = load_frozen_tokenizer(model.mask_tokenizer, "mask") if "insseg" in tasks else None
+    depth_tok = (
+        load_frozen_tokenizer(model.depth_tokenizer, "depth", stored.get("depth"))
+        if "depth" in tasks
+        else None
+    )
+    mask_tok = (
+        load_frozen_tokenizer(model.mask_tokenizer, "mask", stored.get("mask")) if "insseg" in tasks else None
+    )
     tokens_per_mask = 16
     if mask_tok is not None:
         grid = mask_tok.token_grid(*mask_tok.config.input_size)
