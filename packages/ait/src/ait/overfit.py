@@ -88,8 +88,12 @@ def overfit_synthetic_instances(
     solver_steps: int = 500,
     tokenizer_steps: int = 300,
     seed: int = 0,
+    overrides: dict | None = None,
 ) -> dict:
     """Train on `rooms` fixed synthetic rooms, decode autoregressively, score on those rooms.
+
+    `overrides`: dotted config keys applied last (the ablations switch the soft mask loss off with
+    `{"loss.mask_aux_weight": 0.0}`, or soft tokens altogether with `{"model.soft_token": False}`).
 
     Returns {"bbox": {...}, "segm": {...}, "seconds": {"tokenizer", "solver", "eval"}, "max_objects_in_a_room"}.
     """
@@ -99,15 +103,17 @@ def overfit_synthetic_instances(
 
     work_dir = Path(work_dir)
     start = time.perf_counter()
-    overrides = {
+    settings = {
         **INSSEG_OVERRIDES,
         "data.synthetic_train_length": rooms,
         "data.insseg_batch": rooms,
         "optim.max_iters": solver_steps,
+        "optim.warmup_iters": min(INSSEG_OVERRIDES["optim.warmup_iters"], solver_steps),
         "seed": seed,
         "work_dir": str(work_dir / "solver"),
+        **(overrides or {}),
     }
-    cfg = create_config("cpu_insseg_tiny", overrides)
+    cfg = create_config("cpu_insseg_tiny", settings)
     raw = build_raw_dataset(cfg, "insseg", "train")
     images = eval_set(cfg, raw, "insseg", list(range(rooms)))
     batch = _collate([images[i] for i in range(rooms)])
