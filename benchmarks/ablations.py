@@ -1,6 +1,7 @@
 """The paper's ablations at the demo's scale on the CPU (`nox -s ablations`).
 
     python benchmarks/ablations.py [--quick] [--seeds 0 1 2] [--jobs 2] [--out benchmarks/results]
+    python benchmarks/ablations.py --render benchmarks/ablations/ablations.json   # table + plot again
 
 Depth (held-out RMSE on the default generator's 64 `val` rooms): the demo's solver (`cpu_joint_demo`: conv-stem
 SwinV2, 64x64 images) trained on depth alone over a depth tokenizer of the demo's shape (16x16 tokens,
@@ -444,11 +445,12 @@ def to_markdown(records: list[dict], sizes: dict, seeds: list[int], wall_s: floa
     if verdicts:
         lines += ["", "| claim | here (mean vs mean) | verdict |", "|---|---|---|"]
         for c in verdicts:
-            scale = 1.0 if c["metric"] == "rmse" else 100.0
-            unit = " m" if c["metric"] == "rmse" else " %"
+            if c["metric"] == "rmse":
+                better, other = f"{c['better_mean']:.3f} m", f"{c['other_mean']:.3f} m"
+            else:
+                better, other = f"{100 * c['better_mean']:.1f} %", f"{100 * c['other_mean']:.1f} %"
             lines.append(
-                f"| {c['claim']} | `{c['better']}` {scale * c['better_mean']:.3f}{unit} vs `{c['other']}` "
-                f"{scale * c['other_mean']:.3f}{unit} | {c['verdict']} |"
+                f"| {c['claim']} | `{c['better']}` {better} vs `{c['other']}` {other} | {c['verdict']} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -508,12 +510,12 @@ def run(seeds: list[int], sizes: dict, variants: list[str], jobs: int, tmp: Path
             for variant in insseg_variants:
                 name = f"{variant}_{seed}"
                 futures[pool.submit(train_instances, variant, tmp / name, sizes, seed)] = name
-        tokenizers: dict[tuple[str, int], str] = {}
         pending = dict(futures)
         while pending:
             future = next(as_completed(pending))
             name = pending.pop(future)
             record = future.result()
+            checkpoint = record.pop("checkpoint", None)  # a temporary path: not part of the results
             records.append(record)
             write(records)
             detail = ", ".join(
@@ -522,24 +524,17 @@ def run(seeds: list[int], sizes: dict, variants: list[str], jobs: int, tmp: Path
             log(f"{name}: {detail} ({record.get('seconds', 0):.0f} s)")
             if record["kind"] != "tokenizer":
                 continue
-            tokenizers[(record["variant"], record["seed"])] = record["checkpoint"]
             seed = record["seed"]
             if record["variant"] == "tokenizer_maskaug":
                 for variant in (v for v in depth_variants if v != "ait_nomaskaug"):
                     name = f"{variant}_{seed}"
-                    job = pool.submit(
-                        train_depth_solver, variant, record["checkpoint"], tmp / name, sizes, seed
-                    )
+                    job = pool.submit(train_depth_solver, variant, checkpoint, tmp / name, sizes, seed)
                     pending[job] = name
                 if seed == seeds[0]:
-                    pending[pool.submit(mean_baseline, record["checkpoint"], tmp / "baseline", sizes)] = (
-                        "baseline"
-                    )
+                    pending[pool.submit(mean_baseline, checkpoint, tmp / "baseline", sizes)] = "baseline"
             else:
                 name = f"ait_nomaskaug_{seed}"
-                job = pool.submit(
-                    train_depth_solver, "ait_nomaskaug", record["checkpoint"], tmp / name, sizes, seed
-                )
+                job = pool.submit(train_depth_solver, "ait_nomaskaug", checkpoint, tmp / name, sizes, seed)
                 pending[job] = name
     return records
 
@@ -553,7 +548,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel one-thread processes")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--render", metavar="JSON", help="rewrite the table and plot of a finished run's JSON"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        payload = json.loads(Path(args.render).read_text())
+        records, sizes, quick = payload["records"], payload["sizes"], payload["sizes"] == SIZES["quick"]
+        markdown = to_markdown(records, sizes, payload["seeds"], payload.get("wall_s", float("nan")), quick)
+        Path(args.render).with_suffix(".md").write_text(markdown)
+        plot(records, Path(args.render).with_suffix(".png"))
+        print(markdown)
+        return 0
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, received {args.jobs}")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -568,8 +574,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(records: list[dict]) -> str:
         # after every job: a long run interrupted still leaves what it finished
-        markdown = to_markdown(records, sizes, seeds, time.perf_counter() - start, args.quick)
-        payload = {"sizes": sizes, "seeds": seeds, "records": records, "claims": claims(records)}
+        wall_s = time.perf_counter() - start
+        markdown = to_markdown(records, sizes, seeds, wall_s, args.quick)
+        payload = {
+            "sizes": sizes,
+            "seeds": seeds,
+            "wall_s": wall_s,
+            "records": records,
+            "claims": claims(records),
+        }
         (out / f"{stem}.json").write_text(json.dumps(payload, indent=2))
         (out / f"{stem}.md").write_text(markdown)
         plot(records, out / f"{stem}.png")

@@ -63,6 +63,14 @@ def test_quick_run_covers_every_variant_and_claim(ablations, tmp_path):
     for variant in ablations.VARIANTS:
         assert f"`{variant}`" in markdown
     assert (tmp_path / "ablations_quick.png").stat().st_size > 10_000
+    assert not any("checkpoint" in r for r in payload["records"])  # temporary paths stay out of the results
+
+    # --render rewrites the table and plot from the JSON alone
+    (tmp_path / "ablations_quick.md").unlink()
+    (tmp_path / "ablations_quick.png").unlink()
+    assert ablations.main(["--render", str(tmp_path / "ablations_quick.json")]) == 0
+    assert (tmp_path / "ablations_quick.md").read_text() == markdown
+    assert (tmp_path / "ablations_quick.png").stat().st_size > 10_000
 
 
 def test_bad_jobs_is_a_usage_error(ablations, capsys):
