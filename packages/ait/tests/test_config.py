@@ -216,11 +216,21 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
         ("optim.schedule=cosine", r"optim.schedule: expected one of"),
         ("model.tasks=depth,segmentation", r"model.tasks: expected a subset"),
         ("model.mask_tokenizer.checkpoint=m.pt", r"model.mask_tokenizer is None"),
+        ("loss.depth_aux_weight=-1", r"loss.depth_aux_weight: expected a finite weight >= 0"),
+        ("loss.box_weight=-0.5", r"loss.box_weight: expected a finite weight >= 0"),
+        ("loss.silog_lambda=1.5", r"loss.silog_lambda: expected in \[0, 1\]"),
+        ("seed=-1", r"seed: expected >= 0"),
+        ("data.synthetic_seed=-3", r"data.synthetic_seed: expected >= 0"),
     ],
 )
 def test_wrong_values_are_clear_errors(option, message):
     with pytest.raises(ConfigError, match=message):
         create_config("cpu_depth_tiny", [option])
+
+
+def test_a_non_finite_loss_weight_given_as_a_number_is_refused():
+    with pytest.raises(ConfigError, match=r"loss.mask_weight: expected a finite weight >= 0, got nan"):
+        create_config("cpu_depth_tiny", {"loss.mask_weight": float("nan")})
 
 
 def test_config_errors_are_value_errors_and_unknown_names_suggest():

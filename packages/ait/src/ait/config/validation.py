@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 from ait.config.overrides import ConfigError
@@ -116,6 +118,13 @@ def validate_config(cfg: Config) -> None:
         _check(task in m.tasks, "model.decoding", f"keys among model.tasks {tuple(m.tasks)}", task)
         _check(mode in DECODING_MODES, f"model.decoding[{task!r}]", f"one of {DECODING_MODES}", mode)
 
+    # losses: a negative weight would reward the error it should penalise
+    for name, weight in dataclasses.asdict(cfg.loss).items():
+        if name != "silog_lambda":
+            _check(math.isfinite(weight) and weight >= 0, f"loss.{name}", "a finite weight >= 0", weight)
+    # sqrt(mean d^2 - lambda (mean d)^2) stays real only for lambda in [0, 1]
+    _check(0 <= cfg.loss.silog_lambda <= 1, "loss.silog_lambda", "in [0, 1]", cfg.loss.silog_lambda)
+
     # optimiser and schedule
     _check(o.lr > 0, "optim.lr", "> 0", o.lr)
     _check(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
@@ -163,3 +172,6 @@ def validate_config(cfg: Config) -> None:
     _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", ">= 0", cfg.keep_checkpoints)
     _check(bool(cfg.work_dir), "work_dir", "a directory path", cfg.work_dir)
     _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", "None or >= 1", cfg.num_threads)
+    # numpy's generators refuse negative seeds: say so here, not deep inside the data pipeline
+    _check(cfg.seed >= 0, "seed", ">= 0", cfg.seed)
+    _check(d.synthetic_seed >= 0, "data.synthetic_seed", ">= 0", d.synthetic_seed)
