@@ -66,11 +66,14 @@ def train_depth_tokenizer(
     train_size: int = 512,
     mask_ratio: float | None = None,
     seed: int = 0,
+    tokenizer_overrides: dict | None = None,
+    decays: int = 10,
 ) -> Path:
     """Train the CPU depth tokenizer (`cpu_depth_vqvae`, depth-small, 64x64 -> 8x8 tokens) for `steps` steps.
 
-    `mask_ratio=0.0` switches mask augmentation off (the preset blanks 50 % of 8x8 patches). Returns the
-    final checkpoint. Deterministic for a given seed (a fresh out_dir, no resume).
+    `mask_ratio=0.0` switches mask augmentation off (the preset blanks 50 % of 8x8 patches);
+    `tokenizer_overrides` change the architecture (the demo's: 16x16 tokens); the lr decays `decays` times.
+    Returns the final checkpoint. Deterministic for a given seed (a fresh out_dir, no resume).
     """
     import shutil
 
@@ -84,7 +87,7 @@ def train_depth_tokenizer(
         "epochs": 10_000,  # the run is bounded by max_steps
         "max_steps": steps,
         "batch_size": batch_size,
-        "decay_every": max(1, steps // 10),
+        "decay_every": max(1, steps // decays),
         "val_every": 0,
         "checkpoint_every": 0,
         "log_every": max(1, steps),
@@ -93,8 +96,11 @@ def train_depth_tokenizer(
         "seed": seed,
         "data_seed": 0,  # same maps for every seed: the seed varies the model, not the data
     }
+    architecture = dict(tokenizer_overrides or {})
     if mask_ratio is not None:
-        overrides["tokenizer_overrides"] = {"mask_ratio": float(mask_ratio)}
+        architecture["mask_ratio"] = float(mask_ratio)
+    if architecture:
+        overrides["tokenizer_overrides"] = architecture
     cfg = create_config("cpu_depth_vqvae", overrides)
     return train_tokenizer(cfg, out_dir)
 

@@ -192,35 +192,22 @@ def _one_thread() -> None:
 
 def train_depth_tokenizer(out_dir: Path, sizes: dict, seed: int, mask_aug: bool) -> dict:
     """The demo's depth tokenizer shape, `tokenizer_steps` steps; its reconstruction of 64 held-out maps."""
-    import shutil
+    from _common import train_depth_tokenizer as train
 
-    from ait.config import create_config
     from ait.demo import DEMO_DEPTH_TOKENIZER
     from ait_tokenizer import load_tokenizer
     from ait_tokenizer.evaluate import evaluate_synthetic
-    from ait_tokenizer.train import train_tokenizer
 
     start = time.perf_counter()
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tokenizer_overrides = dict(DEMO_DEPTH_TOKENIZER["tokenizer_overrides"])
-    if not mask_aug:
-        tokenizer_overrides["mask_ratio"] = 0.0
-    steps = sizes["tokenizer_steps"]
-    overrides = {
-        **DEMO_DEPTH_TOKENIZER,
-        "tokenizer_overrides": tokenizer_overrides,
-        "train_size": sizes["tokenizer_train_size"],
-        "val_size": 4,
-        "max_steps": steps,
-        "decay_every": max(1, steps // 15),
-        "log_every": max(1, steps),
-        "progress": False,
-        "resume": False,
-        "seed": seed,
-        "data_seed": 0,  # the same maps for every seed: the seed varies the model, not the data
-        "num_threads": 1,
-    }
-    checkpoint = train_tokenizer(create_config("cpu_depth_vqvae", overrides), out_dir)
+    checkpoint = train(
+        out_dir,
+        steps=sizes["tokenizer_steps"],
+        train_size=sizes["tokenizer_train_size"],
+        mask_ratio=None if mask_aug else 0.0,
+        seed=seed,
+        tokenizer_overrides=DEMO_DEPTH_TOKENIZER["tokenizer_overrides"],
+        decays=15,  # the demo's schedule: 15 decays (1500 steps, every 100)
+    )
     scores = evaluate_synthetic(load_tokenizer(checkpoint), maps=64, split="test", seed=0)
     return {
         "kind": "tokenizer",
@@ -261,22 +248,20 @@ def depth_solver_config(tokenizer: str, work_dir: Path, sizes: dict, seed: int, 
 def train_depth_solver(variant: str, tokenizer: str, work_dir: Path, sizes: dict, seed: int) -> dict:
     import shutil
 
-    from ait.engine import Trainer, evaluate_solver
+    from _common import train_and_evaluate_depth
 
     start = time.perf_counter()
     cfg = depth_solver_config(tokenizer, work_dir, sizes, seed, DEPTH_VARIANTS[variant][1])
-    shutil.rmtree(cfg.work_dir, ignore_errors=True)
-    factory = DenseDepthSolver if variant == "dense_head" else None
-    trainer = Trainer(cfg, evaluate=False, log=lambda message: None, model_factory=factory)
-    result = trainer.train()
-    metrics = evaluate_solver(cfg, trainer.model.eval())["depth"]
+    result = train_and_evaluate_depth(
+        cfg, model_factory=DenseDepthSolver if variant == "dense_head" else None
+    )
     shutil.rmtree(cfg.work_dir, ignore_errors=True)
     return {
         "kind": "depth",
         "variant": variant,
         "seed": seed,
-        **{k: metrics[k] for k in ("rmse", "abs_rel", "d1")},
-        "train_images_per_s": result.images_per_s,
+        **{k: result["metrics"][k] for k in ("rmse", "abs_rel", "d1")},
+        "train_images_per_s": result["images_per_s"],
         "seconds": time.perf_counter() - start,
     }
 
@@ -500,17 +485,16 @@ def run(seeds: list[int], sizes: dict, variants: list[str], jobs: int, tmp: Path
     insseg_variants = [v for v in variants if v in INSSEG_VARIANTS]
     context = get_context("spawn")  # a fresh interpreter per worker: one thread, no inherited state
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_one_thread) as pool:
-        futures = {}
+        pending = {}
         for seed in seeds if depth_variants else []:
             for mask_aug in (True, False) if "ait_nomaskaug" in depth_variants else (True,):
                 name = f"tok_{'maskaug' if mask_aug else 'nomaskaug'}_{seed}"
-                futures[pool.submit(train_depth_tokenizer, tmp / name, sizes, seed, mask_aug)] = name
+                pending[pool.submit(train_depth_tokenizer, tmp / name, sizes, seed, mask_aug)] = name
         # the instance jobs need no tokenizer: they fill the workers while the depth tokenizers train
         for seed in seeds:
             for variant in insseg_variants:
                 name = f"{variant}_{seed}"
-                futures[pool.submit(train_instances, variant, tmp / name, sizes, seed)] = name
-        pending = dict(futures)
+                pending[pool.submit(train_instances, variant, tmp / name, sizes, seed)] = name
         while pending:
             future = next(as_completed(pending))
             name = pending.pop(future)

@@ -35,6 +35,7 @@ from ait.engine import Trainer
 from ait.evaluation import evaluate_depth, evaluate_instances
 from ait.oracle import depth_tokenizer_oracle
 from ait.overfit import (
+    FIT_SETTINGS,
     INSSEG_OVERRIDES,
     eval_set,
     fit_mask_tokenizer,
@@ -194,16 +195,10 @@ def test_instance_segmentation_overfits_eight_real_coco_images(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- depth
 DEPTH_OVERRIDES = {
+    **FIT_SETTINGS,
     "data.synthetic_train_length": ROOMS,
     "data.depth_batch": ROOMS,
-    "data.augment": False,
     "optim.max_iters": 400,
-    "optim.warmup_iters": 10,
-    "optim.lr": 2e-3,
-    "optim.weight_decay": 0.0,
-    "checkpoint_interval": 0,
-    "log_interval": 100,
-    "num_threads": 1,
 }
 
 

@@ -26,6 +26,7 @@ from ait.model.instance_head import crop_masks
 from ait_tokenizer import create_tokenizer, save_tokenizer
 
 __all__ = [
+    "FIT_SETTINGS",
     "INSSEG_OVERRIDES",
     "eval_set",
     "fit_mask_tokenizer",
@@ -33,21 +34,26 @@ __all__ = [
     "overfit_synthetic_instances",
 ]
 
-# A solver of the tiny CPU family, a little wider, on rooms of 3-8 objects (every object fits the 8-object
-# sequence); no augmentation, so each step sees the same images with new random padding.
-INSSEG_OVERRIDES = {
-    "model.max_objects": 8,
-    "model.d_model": 128,
-    "model.dim_feedforward": 256,
-    "data.synthetic_objects": (3, 8),
+# How every overfit run trains: no augmentation (each step sees the same images), a short warm-up, a high
+# lr without weight decay, no checkpoints, one thread.
+FIT_SETTINGS = {
     "data.augment": False,
-    "optim.max_iters": 500,
     "optim.warmup_iters": 10,
     "optim.lr": 2e-3,
     "optim.weight_decay": 0.0,
     "checkpoint_interval": 0,
     "log_interval": 100,
     "num_threads": 1,
+}
+# A solver of the tiny CPU family, a little wider, on rooms of 3-8 objects (every object fits the 8-object
+# sequence); each step sees the same images with new random padding.
+INSSEG_OVERRIDES = {
+    **FIT_SETTINGS,
+    "model.max_objects": 8,
+    "model.d_model": 128,
+    "model.dim_feedforward": 256,
+    "data.synthetic_objects": (3, 8),
+    "optim.max_iters": 500,
 }
 
 
