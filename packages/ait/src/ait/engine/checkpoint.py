@@ -34,6 +34,10 @@ import numpy as np
 import torch
 
 from ait.config.schema import Config
+
+# The kill -9 tests' fault hook (AIT_KILL_AT="PHASE" or "PHASE@STEP"; phases here: "solver-save:temp-written",
+# "solver-save:replaced", "solver-save:pruned") and torch.save keeping a failed write's OSError are shared
+# with the tokenizer's checkpoints: one implementation, in ait_tokenizer.checkpoint.
 from ait_tokenizer.checkpoint import fault_point, torch_save_to
 
 __all__ = [
@@ -87,9 +91,6 @@ _ARCHITECTURE_PREFIX = "model."
 INFERENCE_KEYS = ("model.tau_depth", "model.tau_mask", "model.top_p", "model.soft_input")
 
 
-# The kill -9 tests' fault hook (AIT_KILL_AT="PHASE" or "PHASE@STEP"; phases here: "solver-save:temp-written",
-# "solver-save:replaced", "solver-save:pruned") and torch.save keeping a failed write's OSError are shared
-# with the tokenizer's checkpoints: one implementation, in ait_tokenizer.checkpoint.
 def check_finite_weights(weights: dict, source: str | os.PathLike) -> None:
     """ValueError naming ``source`` and the tensors holding NaN/inf (a diverged run or a corrupted file)."""
     bad = [
