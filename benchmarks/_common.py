@@ -38,7 +38,7 @@ def row(benchmark: str, metric: str, value: float, unit: str, note: str = "") ->
 # ----------------------------------------------------------------------------------------------------------
 # Small fixed-seed depth runs on synthetic rooms (bench_quality, ablations)
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from ait_data import DepthTransform, InstanceTransform, SyntheticRooms, build_maskcoco  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _rate(fn, count: int) -> tuple[float, float]:

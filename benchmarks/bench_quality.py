@@ -12,7 +12,7 @@
 5. overfits the autoregressive instance chain on 8 fixed synthetic rooms (`ait.overfit`, the overfit
    proof's recipe, shorter) and reports its box and mask AP on those rooms;
 6. scores the tokenizer's reconstruction (decode(encode(x))) on held-out synthetic maps against the
-   complete depth, and on the real NYU sample in ../shared/data/nyu_sample (skipped with a note if absent).
+   complete depth, and on the real NYU sample in fixtures/nyu_sample.
 
 Everything is seeded and runs on one torch thread, so the same seed gives the same numbers on any machine
 with this torch build; `benchmarks/check.py` checks the depth RMSE against `benchmarks/baseline.json`.

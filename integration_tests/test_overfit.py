@@ -15,14 +15,12 @@ targets are cut from, the depth maps): the solver cannot beat its tokenizer, so 
 minutes on other rooms would cap the mask AP below the bar (about 0.73) for reasons that are not the
 chain's. Every run is seeded and uses one torch thread.
 
-Real data: ../shared/data/coco_sample beside the clone; skipped when absent, a failure in CI
-(AIT_REQUIRE_REAL_DATA=1).
+Real data: the 8 COCO images of the repository's fixtures/coco_sample (train2017_coco8).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -44,9 +42,9 @@ from ait.overfit import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-COCO = ROOT.parent / "shared" / "data" / "coco_sample"
-COCO_IMAGES = "train2017_coco128"
-COCO_ANN = "annotations/instances_train2017_coco128.json"
+COCO = ROOT / "fixtures" / "coco_sample"
+COCO_IMAGES = "train2017_coco8"
+COCO_ANN = "annotations/instances_train2017_coco8.json"
 ROOMS = 8
 
 
@@ -102,10 +100,7 @@ def test_instance_segmentation_overfits_eight_synthetic_rooms_decoded_autoregres
 # -------------------------------------------------------------------------------------------- COCO images
 def _coco_sample() -> Path:
     if not (COCO / COCO_ANN).is_file():
-        message = f"the real COCO sample is not beside the clone ({COCO})"
-        if os.environ.get("AIT_REQUIRE_REAL_DATA") == "1":
-            pytest.fail(message + " (AIT_REQUIRE_REAL_DATA=1)")
-        pytest.skip(message)
+        pytest.fail(f"the real COCO fixture is missing ({COCO}; fixtures/ is part of the repository)")
     return COCO
 
 

@@ -1,22 +1,18 @@
-import os
 from pathlib import Path
 
 import pytest
 
 from ait_data import SyntheticRooms
 
-# packages/ait-data/tests -> repo root -> ../shared/data (the real NYU/COCO samples, when the checkout has them)
-SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+# packages/ait-data/tests -> repo root -> fixtures/ (the real NYU/COCO samples committed with the code)
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
 
 
 def _shared(sub: str) -> Path:
-    """A checkout without ../shared skips the real-data tests; CI (AIT_REQUIRE_REAL_DATA=1) fails instead."""
-    path = (SHARED_DATA / sub).resolve()
+    """The committed real-data sample `sub`: every clone has it, so a missing one fails, never skips."""
+    path = (FIXTURES / sub).resolve()
     if not path.is_dir():
-        message = f"real data sample not present at {path} (see DESIGN.md §7)"
-        if os.environ.get("AIT_REQUIRE_REAL_DATA") == "1":
-            pytest.fail(message + " (AIT_REQUIRE_REAL_DATA=1)")
-        pytest.skip(message)
+        pytest.fail(f"real data fixture missing at {path} (fixtures/ is part of the repository)")
     return path
 
 

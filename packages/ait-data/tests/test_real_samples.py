@@ -1,4 +1,4 @@
-"""Readers and maskcoco on the real NYU / COCO samples in ../shared/data (skipped only if that folder is absent)."""
+"""Readers and maskcoco on the real NYU / COCO samples in the repository's fixtures/."""
 
 import json
 
@@ -10,7 +10,7 @@ from ait_data import CocoInstances, MaskCoco, NYUDepthV2, build_maskcoco
 from ait_data.maskcoco import crop_and_resize, main, rounded_box
 
 TINY = "annotations/instances_train2017_tinycoco6.json"
-COCO128 = "annotations/instances_train2017_coco128.json"
+COCO8 = "annotations/instances_train2017_coco8.json"
 
 
 def test_nyu_sync_frames_in_millimetres(nyu_sample, tmp_path):
@@ -80,9 +80,9 @@ def test_coco_tinycoco(coco_sample):
     assert total == 135 and crowd == 1  # README: 136 annotations, 1 crowd
 
 
-def test_coco128_label_mapping(coco_sample):
-    ds = CocoInstances(coco_sample / "train2017_coco128", coco_sample / COCO128)
-    assert len(ds) == 128
+def test_coco8_label_mapping(coco_sample):
+    ds = CocoInstances(coco_sample / "train2017_coco8", coco_sample / COCO8)
+    assert len(ds) == 8
     assert ds.label_to_category_id[0] == 1 and ds.label_to_category_id[79] == 90
     assert all(ds.category_id_to_label[c] == i for i, c in enumerate(ds.label_to_category_id))
     s = ds[0]

@@ -1,39 +1,33 @@
-"""Shared fixtures: the real data samples (skipped with a reason when absent; a failure in CI, which sets
-AIT_REQUIRE_REAL_DATA=1) and a small COCO set."""
+"""Shared fixtures: the real data samples (the repository's fixtures/ folder) and a small COCO set."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-# tests -> ait-eval -> packages -> repo root; the samples live beside the repo in ../shared/data
+# tests -> ait-eval -> packages -> repo root; the real samples are committed in fixtures/
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
+FIXTURES = REPO_ROOT / "fixtures"
 
 
 def _real_sample(path: Path) -> Path:
-    """`path` if it exists. A checkout without ../shared skips the real-data tests (nothing to read);
-    CI has the samples, so there a missing one is an error, never a silent skip."""
+    """`path`, which every clone has: a missing one is an error, never a skip."""
     if not path.exists():
-        message = f"real data sample not present at {path.resolve()}"
-        if os.environ.get("AIT_REQUIRE_REAL_DATA") == "1":
-            pytest.fail(message + " (AIT_REQUIRE_REAL_DATA=1)")
-        pytest.skip(message)
+        pytest.fail(f"real data fixture missing at {path.resolve()} (fixtures/ is part of the repository)")
     return path
 
 
 @pytest.fixture(scope="session")
 def nyu_sample_dir() -> Path:
-    return _real_sample(SHARED_DATA / "nyu_sample")
+    return _real_sample(FIXTURES / "nyu_sample")
 
 
 @pytest.fixture(scope="session")
 def tinycoco_json() -> Path:
-    return _real_sample(SHARED_DATA / "coco_sample" / "annotations" / "instances_train2017_tinycoco6.json")
+    return _real_sample(FIXTURES / "coco_sample" / "annotations" / "instances_train2017_tinycoco6.json")
 
 
 def square_mask(height: int, width: int, top: int, left: int, size: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Reconstruction quality of a trained tokenizer: decode(encode(x)) against the ground truth.
 
     python -m ait_tokenizer.evaluate synthetic --checkpoint /tmp/tok/depth/final.safetensors --maps 256
-    python -m ait_tokenizer.evaluate nyu --checkpoint ... --root ../shared/data/nyu_sample
-    python -m ait_tokenizer.evaluate coco --checkpoint ... --ann-file .../instances_train2017_coco128.json
+    python -m ait_tokenizer.evaluate nyu --checkpoint ... --root fixtures/nyu_sample
+    python -m ait_tokenizer.evaluate coco --checkpoint ... --ann-file fixtures/coco_sample/annotations/instances_train2017_coco8.json
 
 - synthetic: held-out rooms (split "test"); the input is the depth with sensor holes, the reconstruction is
   scored against the complete depth the generator knows (everywhere, and on the holes alone) and against
