@@ -109,7 +109,11 @@ JOINT_DDP_OPTIONS = [
 
 
 def test_joint_ddp_with_a_rank_without_depth_matches_one_process(tmp_path):
-    """Every rank joins the same collectives whatever its batch holds (before: "non-finite loss" at step 1)."""
+    """Every rank joins the same collectives whatever its batch holds (before: "non-finite loss" at step 1).
+
+    The DDP run loads with a DataLoader worker, as the paper configs do (before: "collate needs at least one
+    sample" on the rank without depth); the single run loads in-process, so the comparison also shows that
+    workers change no image."""
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     ddp = _run(
         [
@@ -124,6 +128,7 @@ def test_joint_ddp_with_a_rank_without_depth_matches_one_process(tmp_path):
             "cpu_joint_tiny",
             str(ddp_dir),
             *JOINT_DDP_OPTIONS,
+            "data.num_workers=1",
         ]
     )
     assert ddp.returncode == 0, ddp.stderr[-4000:]

@@ -23,3 +23,32 @@ def test_a_transformed_subset_is_transformed_when_a_loader_fetches_it():
     # attribute delegation still works for the dataset's own fields
     assert dataset.dataset is raw and CachedDataset(raw.base).num_classes == raw.num_classes
     assert not hasattr(dataset, "__getitems__") and not hasattr(CachedDataset(dataset), "__getitems__")
+
+
+def test_a_rank_without_a_tasks_images_gets_none_of_it_with_loader_workers():
+    """Joint recipe on many ranks: 1 depth image per step over 2 ranks leaves rank 0 without depth. With
+    DataLoader workers the loader used to hand `collate` an empty list ("collate needs at least one
+    sample"); the rank must instead skip the task and see the same instance images as without workers."""
+    from ait.data import build_task_streams
+
+    cfg = create_config(
+        "cpu_joint_tiny",
+        {"data.depth_batch": 1, "data.insseg_batch": 2, "data.synthetic_train_length": 4},
+    )
+    cfg.data.num_workers = 1
+    with_workers = build_task_streams(cfg, rank=0, world_size=2)
+    cfg.data.num_workers = 0
+    without = build_task_streams(cfg, rank=0, world_size=2)
+    for _ in range(3):  # past the end of the 4-image epoch
+        a, b = with_workers.next_batch(), without.next_batch()
+        assert set(a) == set(b) == {"insseg"}
+        assert a["insseg"]["image_id"].tolist() == b["insseg"]["image_id"].tolist()
+        torch.testing.assert_close(a["insseg"]["image"], b["insseg"]["image"], rtol=0, atol=0)
+    assert with_workers.state_dict() == without.state_dict() == {"depth": 3, "insseg": 6}
+    # rank 1 holds the depth image of every step
+    rank1 = build_task_streams(cfg, rank=1, world_size=2)
+    cfg.data.num_workers = 1
+    rank1_workers = build_task_streams(cfg, rank=1, world_size=2)
+    a, b = rank1_workers.next_batch(), rank1.next_batch()
+    assert set(a) == set(b) == {"depth", "insseg"}
+    torch.testing.assert_close(a["depth"]["depth"], b["depth"]["depth"], rtol=0, atol=0)

@@ -384,18 +384,19 @@ class TaskStreams:
     def next_batch(self) -> dict[str, dict]:
         batch = {}
         for task, stream in self.streams.items():
+            start, stop = rank_share(stream.global_batch, stream.rank, stream.world_size)
+            if start == stop:
+                # this rank's share of the task is empty at every step (4 NYU images over 8 ranks): no
+                # loader at all, whose workers would hand `collate` an empty list
+                stream.position += stream.global_batch
+                continue
             if self.num_workers > 0:
                 if task not in self._iterators:
                     self._iterators[task] = self._loader_iterator(task)
-                collated = next(self._iterators[task])
-                keys_len = len(stream.keys_at(stream.position))
+                batch[task] = next(self._iterators[task])
                 stream.position += stream.global_batch
-                if keys_len:
-                    batch[task] = collated
             else:
-                keys = stream.next_keys()
-                if keys:
-                    batch[task] = _collate([self.datasets[task][k] for k in keys])
+                batch[task] = _collate([self.datasets[task][k] for k in stream.next_keys()])
         return batch
 
     def images_per_step(self) -> int:
