@@ -35,6 +35,25 @@ def load(path: Path):
     return module
 
 
+def cpu_kind() -> str:
+    """The CPU's vector unit as the figures that move with it see it: architecture, torch's kernel
+    capability (``AVX2``, ``AVX512``, ...) and whether the cores have AMX tiles (bf16/int8 matrix units).
+
+    "x86_64-avx512" and "x86_64-avx512-amx" are the two kinds the development and CI machines have been.
+    """
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability().lower().replace(" ", "")
+    kind = f"{platform.machine().lower()}-{capability}"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        flags = ""
+    if "amx_tile" in flags:
+        kind += "-amx"
+    return kind
+
+
 def machine_info() -> dict:
     import torch
 
@@ -52,6 +71,7 @@ def machine_info() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_kind": cpu_kind(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
