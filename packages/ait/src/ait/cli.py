@@ -34,6 +34,24 @@ def _add_cfg_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_DIR|CHECKPOINT",
+        help="a run folder (its newest checkpoint), one of its checkpoints, or an original release file",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_name",
+        metavar="NAME",
+        help="use this registered config instead of the one saved with the checkpoint (the original's "
+        "files of the w/o-soft-token ablations need it)",
+    )
+    _add_cfg_options(parser)
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ait", description="AiT (All in Tokens) task-solver: train, evaluate, predict, demo."
@@ -44,32 +62,48 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a task-solver config (runs under torchrun as well)")
-    p.add_argument("config", help="registered config name (see `ait configs`)")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="registered config name (see `ait configs`); not needed with --resume RUN_DIR",
+    )
     _add_cfg_options(p)
     p.add_argument(
         "--resume",
         nargs="?",
         const=True,
         default=None,
-        metavar="CHECKPOINT",
-        help="continue from CHECKPOINT, or from the newest checkpoint in work_dir when no path is given",
+        metavar="RUN_DIR|CHECKPOINT",
+        help="continue a run with its own saved config: from RUN_DIR's newest checkpoint, from CHECKPOINT, or "
+        "(no path) from the newest checkpoint of the config's work_dir; --cfg-options change it on top",
     )
     p.add_argument("--work-dir", help="shorthand for --cfg-options work_dir=...")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation at eval_interval / the end")
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the config's held-out split")
-    p.add_argument("config")
-    p.add_argument("--checkpoint", required=True)
-    _add_cfg_options(p)
-    p.add_argument("--device", choices=("cpu", "cuda"))
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its config's held-out split")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="registered config name; default: the config saved with the checkpoint (same as --config)",
+    )
+    _add_checkpoint_options(p)
     p.add_argument("--out", help="also write the metrics as JSON here")
 
-    p = sub.add_parser("predict", help="predict depth PNGs / instance overlays for image files")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser(
+        "predict",
+        help="predict depth and instances for image files, folders and globs",
+        description="Per image: NAME_depth.npy (float32 metres), NAME_depth.png (uint16 millimetres), "
+        "NAME_depth_color.png, NAME_instances.png (overlay); per run: coco_results.json and coco_images.json "
+        "(COCO results with RLE masks, readable by pycocotools' loadRes). Input folders are mirrored under "
+        "--out; existing files that ait predict did not write are never replaced.",
+    )
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, folders (searched recursively), globs"
+    )
+    _add_checkpoint_options(p)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
-    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic rooms (tokenizers + joint solver)")
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output/)")
@@ -116,20 +150,70 @@ def _solver_config(name: str, options: list[str]):
     return create_config(name, options)
 
 
+def _resumed_config(resume: str, name: str | None, options: list[str]):
+    """The config a resumed run continues with: the one saved in its checkpoint, `options` on top.
+
+    The run folder is the work_dir unless `options` move it; a config name, if given, must be the run's.
+    """
+    from ait.config import ConfigError, apply_overrides
+    from ait.engine.checkpoint import read_saved_config, resolve_checkpoint, run_dir_of
+
+    checkpoint = resolve_checkpoint(resume)
+    cfg = read_saved_config(checkpoint)
+    if name is not None and name != cfg.name:
+        raise ConfigError(
+            f"--resume {resume}: that run was trained with config {cfg.name!r}, not {name!r}: leave the config "
+            "name out (the run's saved config is used)"
+        )
+    cfg.work_dir = str(run_dir_of(checkpoint))
+    return apply_overrides(cfg, options).validate(), checkpoint
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ait.config import ConfigError
     from ait.engine import Trainer, cleanup_distributed, init_distributed
 
     options = list(args.cfg_options) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
-    cfg = _solver_config(args.config, options)
+    resume = args.resume
+    if isinstance(resume, str):  # a run folder or a checkpoint: its saved config, not the registry's
+        cfg, resume = _resumed_config(resume, args.config, options)
+    elif args.config is None:
+        raise ConfigError(
+            "ait train needs a config name (see `ait configs`), or --resume RUN_DIR to continue a run"
+        )
+    else:
+        cfg = _solver_config(args.config, options)
+        if resume:
+            from ait.engine.checkpoint import find_latest_checkpoint
+
+            latest = find_latest_checkpoint(cfg.work_dir)
+            if latest is None:
+                raise FileNotFoundError(
+                    f"--resume: no checkpoint in {cfg.work_dir}/checkpoints (name the run: --resume RUN_DIR)"
+                )
+            cfg, resume = _resumed_config(str(latest), args.config, options)
     dist_info = init_distributed(args.device)
     try:
         if dist_info.is_main:
             print(f"effective config ({cfg.name}):\n{cfg.to_json()}", flush=True)
         trainer = Trainer(cfg, dist_info=dist_info, evaluate=not args.no_eval)
-        trainer.train(resume=args.resume)
+        trainer.train(resume=resume)
     finally:
         cleanup_distributed()
     return 0
+
+
+def _checkpoint_config(args: argparse.Namespace):
+    """The --config NAME (or the positional name) as a solver Config, or None: the checkpoint's own."""
+    from ait.config import ConfigError
+
+    positional = getattr(args, "config", None)
+    if positional and args.config_name and positional != args.config_name:
+        raise ConfigError(
+            f"two config names given ({positional!r} and --config {args.config_name!r}): give one"
+        )
+    name = args.config_name or positional
+    return _solver_config(name, []) if name else None
 
 
 def _print_metrics(cfg, metrics: dict) -> None:
@@ -143,10 +227,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ait.engine import cleanup_distributed, evaluate_solver, init_distributed
     from ait.engine.inference import load_solver
 
-    cfg = _solver_config(args.config, args.cfg_options)
+    cfg = _checkpoint_config(args)
+    _check_device(args.device)
     dist_info = init_distributed(args.device)
     try:
-        solver, cfg = load_solver(args.checkpoint, cfg, device=dist_info.device)
+        solver, cfg = load_solver(
+            args.checkpoint, cfg, device=dist_info.device, overrides=list(args.cfg_options) or None
+        )
         metrics = evaluate_solver(cfg, solver, dist_info)
         if dist_info.is_main:
             _print_metrics(cfg, metrics)
@@ -161,17 +248,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import torch
+    import ait
+    from ait.engine.checkpoint import resolve_checkpoint
+    from ait.predict import collect_images, predict_to_folder
 
-    from ait.engine.inference import load_image, load_solver, predict_files
-
-    for image in args.images:  # fail on a missing/undecodable image before loading anything
-        load_image(image)
+    out = Path(args.out)
+    collect_images(args.images, exclude=out)  # a missing file or an empty folder fails before loading
     _check_device(args.device)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    solver, cfg = load_solver(args.checkpoint, device=device)
-    for path in predict_files(solver, cfg, args.images, args.out):
-        print(path)
+    solver = ait.load(
+        args.checkpoint, device=args.device, config=_checkpoint_config(args), cfg_options=args.cfg_options
+    )
+    done = predict_to_folder(
+        solver, args.images, out, batch_size=args.batch_size, protected=[resolve_checkpoint(args.checkpoint)]
+    )
+    skipped = f", {len(done['skipped'])} skipped" if done["skipped"] else ""
+    print(f"predicted {len(done['images'])} image(s){skipped}: {len(done['written'])} files in {out}")
+    if done["results"] is not None:
+        print(f"COCO results: {done['results']} (images and categories: {out / 'coco_images.json'})")
     return 0
 
 

@@ -54,8 +54,12 @@ __all__ = [
     "load_checkpoint",
     "load_model_weights",
     "prune_checkpoints",
+    "read_saved_config",
     "remove_temporary_files",
+    "resolve_checkpoint",
     "restore_rng_state",
+    "run_dir_of",
+    "saved_config",
 ]
 
 CHECKPOINT_FORMAT = "ait-checkpoint-v1"
@@ -197,6 +201,59 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or the newest `checkpoints/iter_*.pt` of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        latest = find_latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(
+                f"{path} holds no checkpoint: expected a run folder with checkpoints/iter_*.pt or a checkpoint file"
+            )
+        return latest
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def run_dir_of(checkpoint: str | os.PathLike) -> Path:
+    """The run folder a checkpoint belongs to (`RUN/checkpoints/iter_N.pt` -> RUN), else its folder."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def saved_config(state: dict, path: str | os.PathLike) -> Config:
+    """The config a checkpoint was written with; a ConfigError naming the file and the key it cannot read."""
+    from ait.config.overrides import ConfigError
+
+    try:
+        return Config.from_json(state["config"])
+    except ConfigError as error:
+        raise ConfigError(
+            f"{path}: its saved config does not fit this version of ait ({error}); name the registered "
+            "config it was trained with instead (--config NAME)"
+        ) from error
+    except (TypeError, ValueError) as error:  # not JSON at all
+        raise ValueError(f"{path}: its saved config is unreadable ({error})") from error
+
+
+def read_saved_config(path: str | os.PathLike) -> Config:
+    """The config saved in a checkpoint, read without loading its tensors into memory (mmap)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # the library's own text may advise an unsafe load: not passed on
+        raise ValueError(
+            f"cannot read checkpoint {path} ({type(error).__name__}): a truncated file, or one holding more "
+            "than tensors and plain data; use another checkpoint of the run"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "config" not in state:
+        raise ValueError(
+            f"{path} is not an AiT task-solver checkpoint (expected format {CHECKPOINT_FORMAT!r})"
+        )
+    return saved_config(state, path)
+
+
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         out: dict[str, Any] = {}
@@ -224,7 +281,7 @@ def check_config_compatible(
     state: dict, current: Config, path: str | os.PathLike, *, architecture_only: bool = False
 ) -> Config:
     """Raise a ValueError naming the differing keys if the checkpoint was written by another config."""
-    saved = Config.from_json(state["config"])
+    saved = saved_config(state, path)
     diffs = config_differences(saved, current, architecture_only=architecture_only)
     if diffs:
         shown = "\n  ".join(diffs[:12]) + (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12 else "")
