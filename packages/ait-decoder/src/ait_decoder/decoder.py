@@ -111,12 +111,15 @@ class AiTDecoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Truncated-normal(0.02) for linears, embeddings, prompts, positions and the output bias (as the
-        original); zero linear biases; unit LayerNorms."""
+        """timm's trunc_normal_(std=0.02) for linears, embeddings, prompts, positions and the output bias
+        (as the original); zero linear biases; unit LayerNorms.
+
+        The bounds stay the default a=-2, b=2 in absolute units, as the original calls it: at std 0.02 they
+        sit at +-100 sigma, so the draw is an untruncated N(0, 0.02^2) in effect."""
         std = self.config.init_std
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+                nn.init.trunc_normal_(module.weight, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
@@ -129,7 +132,7 @@ class AiTDecoder(nn.Module):
             *self.task_prompts.values(),
             *self.task_positions.values(),
         ):
-            nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+            nn.init.trunc_normal_(tensor, std=std)
 
     # --- neck ----------------------------------------------------------------------------------------
     def encode(self, features: torch.Tensor) -> Memory:
