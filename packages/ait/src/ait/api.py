@@ -257,7 +257,7 @@ def as_rgb_array(image: ImageInput) -> tuple[np.ndarray, str | None]:
         raise ValueError(
             f"{what} is {width}x{height} pixels; the solver takes images of at least {MIN_IMAGE_SIDE} pixels a side"
         )
-    return np.ascontiguousarray(array), source
+    return np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE")), source  # torch needs writable
 
 
 def _numpy_to_array(array: np.ndarray) -> np.ndarray:

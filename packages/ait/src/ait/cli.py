@@ -250,17 +250,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import ait
     from ait.engine.checkpoint import resolve_checkpoint
-    from ait.predict import collect_images, predict_to_folder
+    from ait.predict import collect_images, plan_outputs, predict_planned
 
     out = Path(args.out)
-    collect_images(args.images, exclude=out)  # a missing file or an empty folder fails before loading
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, received {args.batch_size}")
+    # every input found and its header checked before the (slow) solver is loaded
+    planned, skipped = plan_outputs(collect_images(args.images, exclude=out), out)
     _check_device(args.device)
     solver = ait.load(
         args.checkpoint, device=args.device, config=_checkpoint_config(args), cfg_options=args.cfg_options
     )
-    done = predict_to_folder(
-        solver, args.images, out, batch_size=args.batch_size, protected=[resolve_checkpoint(args.checkpoint)]
-    )
+    protected = [resolve_checkpoint(args.checkpoint)]
+    done = predict_planned(solver, planned, out, args.batch_size, protected, skipped=skipped)
     skipped = f", {len(done['skipped'])} skipped" if done["skipped"] else ""
     print(f"predicted {len(done['images'])} image(s){skipped}: {len(done['written'])} files in {out}")
     if done["results"] is not None:

@@ -24,7 +24,14 @@ from pathlib import Path
 
 from ait.api import Solver, output_files
 
-__all__ = ["IMAGE_SUFFIXES", "PlannedImage", "collect_images", "plan_outputs", "predict_to_folder"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PlannedImage",
+    "collect_images",
+    "plan_outputs",
+    "predict_planned",
+    "predict_to_folder",
+]
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
@@ -50,39 +57,41 @@ def _warn(message: str) -> None:
     print(f"ait: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    return folder is not None and (path == folder or folder in path.parents)
-
-
 def collect_images(
     inputs: list[str], exclude: Path | None = None, warn: Callable[[str], None] = _warn
 ) -> list[Path]:
     """Image files of `inputs` (files, folders searched recursively, glob patterns), in order, each once.
 
-    A folder contributes its files with image suffixes (hidden files and `exclude`, the output folder,
-    left out); a named file or a glob match is taken whatever its suffix, and whether it is an image is
-    decided by its content later. A missing file, a glob matching nothing or a folder without images is a
-    FileNotFoundError naming it.
+    A folder contributes its files with image suffixes, less hidden files and what ait predict wrote into
+    `exclude` (the output folder: its predictions are never taken for photos); a named file or a glob match
+    is taken whatever its suffix, and whether it is an image is decided by its content later. A missing
+    file, a glob matching nothing or a folder without images is a FileNotFoundError naming it.
     """
-    exclude = exclude.resolve() if exclude is not None else None
+    out = exclude.resolve() if exclude is not None else None
+    ours = _previous_outputs(exclude) if exclude is not None else set()
     found: list[Path] = []
     seen: set[Path] = set()
 
     def add(path: Path) -> None:
         resolved = path.resolve()
-        if resolved not in seen and not _inside(resolved, exclude):
+        if resolved not in seen:
             seen.add(resolved)
             found.append(path)
 
     def add_folder(folder: Path) -> None:
-        images = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-            and not _inside(p.resolve(), exclude)
-        )
+        # an output folder inside this one is left out whole; one that is this folder, file by file (`ours`)
+        nested_out = out if out is not None and folder.resolve() in out.parents else None
+        images = []
+        for path in sorted(folder.rglob("*")):
+            resolved = path.resolve()
+            if (
+                path.is_file()
+                and path.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+                and resolved not in ours
+                and not (nested_out is not None and nested_out in resolved.parents)
+            ):
+                images.append(path)
         if not images:
             raise FileNotFoundError(
                 f"no images in folder {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files)"
@@ -238,11 +247,28 @@ def predict_to_folder(
     warn: Callable[[str], None] = _warn,
     progress: bool | None = None,
 ) -> dict:
-    """Predict every image of `inputs` into `out_dir`; returns {"images", "skipped", "written", "results"}.
+    """Predict every image of `inputs` (files, folders, globs) into `out_dir`; see `predict_planned`."""
+    out = Path(out_dir)
+    planned, skipped = plan_outputs(collect_images(inputs, exclude=out, warn=warn), out, warn=warn)
+    return predict_planned(solver, planned, out, batch_size, protected, warn, progress, skipped=skipped)
+
+
+def predict_planned(
+    solver: Solver,
+    planned: list[PlannedImage],
+    out_dir: str | os.PathLike,
+    batch_size: int = 1,
+    protected: list[Path] = (),
+    warn: Callable[[str], None] = _warn,
+    progress: bool | None = None,
+    skipped: list[Path] | None = None,
+) -> dict:
+    """Predict `plan_outputs`' images into `out_dir`; returns {"images", "skipped", "written", "results"}.
 
     Images are read one batch at a time. A file that turns out undecodable is skipped with a warning; the
     run files (COCO results, manifest) are written at the end and also when a later image fails, so what
-    was predicted is never lost.
+    was predicted is never lost. `batch_size` images go through `Solver.predict_arrays` together, so the
+    numbers equal `solver.predict(paths, batch_size=batch_size)`.
     """
     from tqdm.auto import tqdm
 
@@ -251,8 +277,7 @@ def predict_to_folder(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, received {batch_size}")
     out = Path(out_dir)
-    paths = collect_images(inputs, exclude=out, warn=warn)
-    planned, skipped = plan_outputs(paths, out, warn=warn)
+    skipped = list(skipped or [])
     check_outputs_are_free(planned, solver, out, list(protected))
     out.mkdir(parents=True, exist_ok=True)
     with_instances = any(task in solver.tasks for task in ("insseg", "det"))
