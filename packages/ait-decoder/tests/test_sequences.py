@@ -349,3 +349,33 @@ def test_batched_parse_equals_per_sequence_parse_and_orders_corners(tiny_decoder
         bad = torch.stack([ids, ids])
         bad[1, 4] = vocab.special_id
         parse_instances(bad, None, vocab, canvas=100.0)
+
+
+# ------------------------------------------------------------------------------------ object order
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1), st.sampled_from(["area", "raster"]))
+def test_fixed_object_orders_sort_the_real_objects(count, seed, order):
+    generator = torch.Generator().manual_seed(seed)
+    corner = torch.rand(count, 2, generator=generator) * 48
+    size = torch.rand(count, 2, generator=generator) * 16 + 1
+    boxes = torch.cat([corner, corner + size], dim=1)
+    labels = torch.arange(count)
+    padded = pad_instances(boxes, labels, 8, 64.0, torch.Generator().manual_seed(seed), order=order)
+    real = padded.boxes[:count]
+    assert sorted(padded.labels[:count].tolist()) == list(range(count))  # every object once
+    assert torch.equal(padded.source[:count], padded.labels[:count])  # source = input index
+    if order == "area":
+        area = (real[:, 2] - real[:, 0]) * (real[:, 3] - real[:, 1])
+        assert (area[:-1] >= area[1:]).all()
+    else:
+        row = torch.div(real[:, 1], 8, rounding_mode="floor")
+        key = row * 1000 + real[:, 0]
+        assert (key[:-1] <= key[1:]).all()
+    # the order does not depend on the random stream: another generator gives the same real objects
+    again = pad_instances(boxes, labels, 8, 64.0, torch.Generator().manual_seed(seed + 1), order=order)
+    assert torch.equal(again.labels[:count], padded.labels[:count])
+
+
+def test_unknown_object_order_is_refused():
+    with pytest.raises(ValueError, match="order must be one of"):
+        pad_instances(torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0]), 2, 64.0, order="size")

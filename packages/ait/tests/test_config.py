@@ -65,7 +65,7 @@ PAPER_NUMBERS = {
         lr=1e-4, wd=0.05, ld=0.85, depth=0, coco=16, iters=366500, warm=14660, clip=50.0
     ),
     "swinv2b_640reso_joint": dict(
-        lr=8e-4, wd=0.05, ld=0.85, depth=4, coco=60, iters=302875, warm=12115, clip=50.0
+        lr=8e-4, wd=0.05, ld=0.85, depth=4, coco=60, iters=302875, warm=12115, clip=10.0
     ),
     "swinv2b_640reso_detonly": dict(
         lr=1e-3, wd=0.05, ld=0.85, depth=0, coco=128, iters=183300, warm=18330, clip=1.0
@@ -84,7 +84,8 @@ def test_paper_configs_carry_the_design_hyperparameters(name):
     assert cfg.optim.max_iters == want["iters"]
     assert cfg.optim.warmup_iters == want["warm"]
     assert cfg.optim.grad_clip == want["clip"]
-    assert cfg.optim.amp is True
+    # fp16 with dynamic loss scaling, except detection (no fp16 entry in the original's config)
+    assert cfg.optim.amp == ("none" if name == "swinv2b_640reso_detonly" else "fp16")
 
 
 def test_depth_schedule_is_step_and_coco_schedules_are_linear_to_one_percent():
@@ -209,7 +210,7 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
     [
         ("optim.lr=fast", r"optim.lr: expected float, got 'fast'"),
         ("optim.max_iters=2.5", r"optim.max_iters: expected int"),
-        ("optim.amp=maybe", r"optim.amp: expected bool"),
+        ("optim.amp=maybe", r"optim.amp: expected one of \('fp16', 'bf16', 'none'\)"),
         ("data.image_size=1,2,3", r"data.image_size: expected 2 values"),
         ("optim.lr", r"expects key=value"),
         ("optim.lr=-1", r"optim.lr: expected > 0"),
@@ -221,6 +222,7 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
         ("loss.silog_lambda=1.5", r"loss.silog_lambda: expected in \[0, 1\]"),
         ("seed=-1", r"seed: expected >= 0"),
         ("data.synthetic_seed=-3", r"data.synthetic_seed: expected >= 0"),
+        ("model.object_order=size", r"model.object_order: expected one of \('random', 'area', 'raster'\)"),
     ],
 )
 def test_wrong_values_are_clear_errors(option, message):
@@ -260,7 +262,7 @@ _FIELD_STRATEGIES = {
     "optim.grad_clip": st.none() | st.floats(0.01, 100.0),
     "optim.max_iters": st.integers(100, 10_000),
     "optim.betas": st.tuples(st.floats(0.0, 0.99), st.floats(0.0, 0.999)),
-    "optim.amp": st.booleans(),
+    "optim.amp": st.booleans() | st.sampled_from(["fp16", "bf16", "none"]),
     "data.image_size": st.tuples(st.integers(64, 1024), st.integers(64, 1024)),
     "data.depth_batch": st.integers(1, 64),
     "model.top_p": st.floats(0.01, 1.0),

@@ -94,6 +94,25 @@ def _check_boxes(boxes: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError("boxes must be xyxy with x2 >= x1 and y2 >= y1; received an inverted box")
 
 
+OBJECT_ORDERS = ("random", "area", "raster")
+
+
+def object_order(
+    boxes: torch.Tensor, order: str, canvas: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Indices of ``boxes`` (N, 4) xyxy in sequence order (see ``pad_instances``); ties keep input order."""
+    if order == "random":
+        return torch.randperm(boxes.shape[0], generator=generator)
+    if order == "area":
+        area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+        return torch.sort(-area, stable=True).indices
+    if order == "raster":
+        row = torch.div(boxes[:, 1].clamp(min=0), canvas / 8, rounding_mode="floor")
+        key = row * (4 * canvas + 1) + boxes[:, 0].clamp(min=0, max=4 * canvas)
+        return torch.sort(key, stable=True).indices
+    raise ValueError(f"order must be one of {OBJECT_ORDERS}, received {order!r}")
+
+
 def pad_instances(
     boxes: torch.Tensor,
     labels: torch.Tensor,
@@ -101,8 +120,13 @@ def pad_instances(
     canvas: float,
     generator: torch.Generator | None = None,
     image_size: tuple[float, float] | None = None,
+    order: str = "random",
 ) -> PaddedInstances:
-    """Shuffle the real objects and pad them to ``max_objects`` with duplicates and noise boxes.
+    """Order the real objects and pad them to ``max_objects`` with duplicates and noise boxes.
+
+    ``order``: ``"random"`` (the original: a new permutation per sequence), ``"area"`` (largest box first)
+    or ``"raster"`` (by the top-left corner: rows of ``canvas / 8`` pixels from the top, then left to right).
+    A fixed order gives a young model one right answer for the first object instead of any of them.
 
     As Pix2Seq / the original (``insseg_head.py`` ``build_input_seq``): the number of duplicates is uniform in
     ``[0, free slots]`` (none without a real object); duplicates and shifted boxes take their source
@@ -131,7 +155,7 @@ def pad_instances(
         raise ValueError(f"image_size (H, W) must lie in (0, canvas={canvas}], received {tuple(image_size)}")
     canvas_xyxy = torch.full((4,), float(canvas))
     image_xyxy = torch.tensor([width, height, width, height])
-    order = torch.randperm(num_real, generator=generator)
+    order = object_order(boxes, order, canvas, generator)
     real_boxes, real_labels = boxes[order].clamp(min=0).minimum(canvas_xyxy), labels[order]
 
     free = max_objects - num_real

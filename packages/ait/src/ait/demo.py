@@ -113,6 +113,31 @@ def demo_configs(out_dir: str | Path, quick: bool = False, cfg_options: Iterable
     return depth_tok, mask_tok, solver
 
 
+DEMO_MARK = ".ait-demo"  # in each folder the demo made; only such a folder is ever deleted by a rerun
+
+
+def _check_demo_folder(path: Path) -> None:
+    """Refuse a solver folder the demo did not make unless it is empty: it may hold a user's files."""
+    if not path.exists() or (path / DEMO_MARK).is_file():
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        return
+    raise FileExistsError(
+        f"work_dir {path} exists and was not made by ait demo (no {DEMO_MARK} in it), and the demo replaces "
+        "its work_dir: nothing was deleted; choose a new or empty folder (--out DIR, or --cfg-options "
+        "work_dir=DIR)"
+    )
+
+
+def _fresh_demo_folder(path: Path) -> None:
+    """An empty `path` marked as the demo's: a previous demo run's folder is replaced, nothing else."""
+    _check_demo_folder(path)
+    if (path / DEMO_MARK).is_file():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / DEMO_MARK).write_text("made by `ait demo`; a rerun of the demo replaces this folder\n")
+
+
 def _phase(timings: dict[str, float], name: str, start: float) -> float:
     now = time.perf_counter()
     timings[name] = now - start
@@ -256,15 +281,19 @@ def run_demo(
     out_dir: str | Path = "demo_output", quick: bool = False, cfg_options: Iterable[str] = ()
 ) -> DemoResult:
     """Run the whole demo; prints phase timings and the results table, returns them."""
-    from ait.engine import Trainer, evaluate_solver
+    from ait.engine import evaluate_solver
+    from ait.engine.curriculum import train_with_curriculum
     from ait.evaluation import format_results_table, mean_depth_baseline
     from ait_tokenizer.train import train_tokenizer
 
     out = Path(out_dir)
+    depth_tok_cfg, mask_tok_cfg, solver_cfg = demo_configs(out, quick, cfg_options)
+    # checked before any training: the solver's folder is replaced on a rerun only if the demo made it
+    work_dir = Path(solver_cfg(out / "tokenizers", out / "tokenizers").work_dir)
+    _check_demo_folder(work_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    depth_tok_cfg, mask_tok_cfg, solver_cfg = demo_configs(out, quick, cfg_options)
 
     print("[demo] 1/4 training the depth tokenizer on synthetic rooms", flush=True)
     t = time.perf_counter()
@@ -275,10 +304,9 @@ def run_demo(
     t = _phase(timings, "mask tokenizer", t)
 
     cfg = solver_cfg(depth_ckpt, mask_ckpt)
-    shutil.rmtree(Path(cfg.work_dir), ignore_errors=True)  # a rerun retrains from scratch
+    _fresh_demo_folder(Path(cfg.work_dir))  # a rerun retrains from scratch
     print(f"[demo] 3/4 training the joint task-solver ({cfg.name})", flush=True)
-    trainer = Trainer(cfg, evaluate=False)
-    trained = trainer.train()
+    trainer, trained = train_with_curriculum(cfg, evaluate=False)
     t = _phase(timings, "task-solver training", t)
 
     print("[demo] 4/4 evaluating on held-out rooms", flush=True)

@@ -28,6 +28,9 @@ class ModelConfig:
     backbone_overrides: dict = field(default_factory=dict)
     backbone_checkpoint: str | None = None
     backbone_drop_path: float = 0.1
+    # recompute each backbone block in the backward pass (timm's activation checkpointing): the saved
+    # activations of the backbone shrink to its block inputs, for about a third more backbone compute
+    backbone_grad_checkpointing: bool = False
     # neck + decoder (ait_decoder.DecoderConfig)
     d_model: int = 256
     nhead: int = 8
@@ -55,7 +58,13 @@ class ModelConfig:
     # weights of the cached autoregressive steps: "fp32" (exact) or "int8" (weight-only int8 GEMVs on the
     # CPU, about 2x faster decoding at batch 1, not bit-exact; ait_decoder.layers.StepLinear)
     decode_weights: str = "fp32"
+    # soft lookup softmax(tau * logits) @ codebook: "auto" (the fused Triton kernel on CUDA when triton is
+    # installed, torch elsewhere), "triton" or "torch". The environment variable AIT_SOFT_LOOKUP=torch
+    # overrides "auto" without a config change (a Triton failure on a user's GPU)
+    soft_lookup: str = "auto"
     max_objects: int = 100
+    # order of the objects in an instance sequence: "random" (the original), "area" (largest first), "raster"
+    object_order: str = "random"
     canvas: int = 640  # instance coordinate canvas (pixels)
     # (H, W) of the depth ground truth the tokenizer encodes: the training crop (480x480 -> 15x15 = 225
     # tokens in every paper config, the joint one included); fixes the depth sequence length
@@ -127,6 +136,10 @@ class DataConfig:
     depth_batch: int = 24
     insseg_batch: int = 0
     eval_batch: int = 1  # per rank
+    # images (all tasks together) per process per forward pass; None = the whole per-process share of the
+    # global batch. Set, it fixes optim.accumulate = sum of the global batches / (processes x images_per_gpu)
+    # and must divide the per-process share exactly
+    images_per_gpu: int | None = None
     synthetic_train_length: int = 2000
     synthetic_val_length: int = 64
     synthetic_seed: int = 0
@@ -151,8 +164,22 @@ class OptimConfig:
     step_milestones: tuple[int, ...] = (18180,)
     step_gamma: float = 0.1
     min_lr_ratio: float = 0.01  # for "linear"
+    # micro-batches per optimiser step: the global batch is split into `accumulate` forward/backward passes
+    # per process, and every task's loss is still normalised by its token count over the whole global batch
     accumulate: int = 1
-    amp: bool = True  # fp16 on GPU only; ignored on CPU
+    # "fp16" (autocast + dynamic loss scaling; CUDA only, a CPU run stays fp32), "bf16" (autocast, no
+    # scaler; CUDA from Ampere, or the CPU) or "none". true/false (older configs) mean fp16/none.
+    # ait.engine.precision
+    amp: str | bool = "fp16"
+
+
+@dataclass
+class CurriculumConfig:
+    # The paper's curriculum in one run (its instance models start from a detection model, `load_from`): the
+    # first `detection_iters` of optim.max_iters train box + class sequences (task "det", same backbone and
+    # decoder), then instance segmentation starts from that model for the remaining steps, its box and class
+    # slots' positions taken from the detection sequence's. 0 = no detection phase. Needs task "insseg".
+    detection_iters: int = 0
 
 
 @dataclass
@@ -163,6 +190,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     seed: int = 0
     work_dir: str = "runs/default"
     load_from: str | None = None  # initialise from a detection-only model (insseg / joint)
@@ -170,7 +198,9 @@ class Config:
     eval_interval: int = 0  # 0 = only at the end
     checkpoint_interval: int = 1000
     keep_checkpoints: int = 2  # iteration checkpoints kept besides latest.pt (0 = keep all)
-    deterministic: bool = True  # torch.use_deterministic_algorithms on CPU; cudnn deterministic on GPU
+    # torch.use_deterministic_algorithms (+ cudnn deterministic, no cudnn benchmark on GPU). Off by default,
+    # as the original: deterministic kernels cost GPU speed; CPU runs are reproducible for a seed either way
+    deterministic: bool = False
     progress: bool = True  # tqdm progress bar on rank 0
     num_threads: int | None = None  # torch CPU threads per process (None: torch's default)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ait.config.overrides import ConfigError
 from ait_decoder import DECODING_WEIGHTS
+from ait_decoder.sequences import OBJECT_ORDERS
 
 if TYPE_CHECKING:
     from ait.config.schema import Config
@@ -16,6 +17,8 @@ TASKS = ("depth", "insseg", "det")
 DATASETS = ("synthetic", "nyu", "coco", "joint")
 SCHEDULES = ("step", "linear", "constant")
 DECODING_MODES = ("autoregressive", "parallel")  # model.decoding values: AiT / AiT-P
+AMP_MODES = ("fp16", "bf16", "none")  # optim.amp (ait.engine.precision; true/false = fp16/none)
+SOFT_LOOKUP_BACKENDS = ("auto", "triton", "torch")  # model.soft_lookup (ait_tokenizer.soft_lookup)
 # which tasks each dataset kind can feed
 DATASET_TASKS = {
     "synthetic": {"depth", "insseg", "det"},
@@ -28,6 +31,64 @@ DATASET_TASKS = {
 def _check(condition: bool, key: str, expected: str, value: object) -> None:
     if not condition:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def global_images_per_step(cfg: Config) -> int:
+    """Images of all tasks in one global batch (what every optimiser step consumes over all processes)."""
+    tasks = set(cfg.model.tasks)
+    return (cfg.data.depth_batch if "depth" in tasks else 0) + (
+        cfg.data.insseg_batch if tasks & {"insseg", "det"} else 0
+    )
+
+
+def resolve_accumulation(cfg: Config, world_size: int) -> int:
+    """Micro-batches per optimiser step on `world_size` processes; ConfigError when they cannot be equal.
+
+    `data.images_per_gpu` (when set) fixes the count: the per-process share of the global batch divided by
+    it. Otherwise `optim.accumulate`. With more than one micro-batch every process runs the same number of
+    images per pass (the original's rule for its per-GPU batch: the global batch divides evenly), so the
+    memory a pass needs is known in advance.
+    """
+    d, o = cfg.data, cfg.optim
+    total = global_images_per_step(cfg)
+    if d.images_per_gpu is not None:
+        if total % world_size:
+            raise ConfigError(
+                f"data.images_per_gpu: the global batch of {total} images does not split evenly over "
+                f"{world_size} processes; leave data.images_per_gpu unset (None) or use a process count "
+                f"that divides {total}"
+            )
+        share = total // world_size
+        divisors = [n for n in range(1, share + 1) if share % n == 0]
+        _check(
+            share % d.images_per_gpu == 0,
+            "data.images_per_gpu",
+            f"a divisor of the per-process share of the global batch ({total} images over {world_size} "
+            f"process(es) = {share} each): one of {divisors}",
+            d.images_per_gpu,
+        )
+        steps = share // d.images_per_gpu
+        _check(
+            o.accumulate in (1, steps),
+            "optim.accumulate",
+            f"1 or {steps} (what data.images_per_gpu={d.images_per_gpu} gives on {world_size} process(es))",
+            o.accumulate,
+        )
+        return steps
+    if o.accumulate > 1:
+        allowed = [k for k in range(1, total + 1) if total % (world_size * k) == 0]
+        _check(
+            total % (world_size * o.accumulate) == 0,
+            "optim.accumulate",
+            f"a number of micro-batches that splits the global batch ({total} images) evenly over "
+            f"{world_size} process(es): one of {allowed}",
+            o.accumulate,
+        )
+    return o.accumulate
 
 
 def validate_config(cfg: Config) -> None:
@@ -110,10 +171,27 @@ def validate_config(cfg: Config) -> None:
         f"one of {DECODING_WEIGHTS}",
         m.decode_weights,
     )
+    _check(
+        m.soft_lookup in SOFT_LOOKUP_BACKENDS,
+        "model.soft_lookup",
+        f"one of {SOFT_LOOKUP_BACKENDS}",
+        m.soft_lookup,
+    )
     _check(0 <= m.dropout < 1, "model.dropout", "in [0, 1)", m.dropout)
     _check(0 <= m.drop_path < 1, "model.drop_path", "in [0, 1)", m.drop_path)
     _check(0 <= m.backbone_drop_path < 1, "model.backbone_drop_path", "in [0, 1)", m.backbone_drop_path)
     _check(m.max_objects >= 1, "model.max_objects", ">= 1", m.max_objects)
+    _check(m.object_order in OBJECT_ORDERS, "model.object_order", f"one of {OBJECT_ORDERS}", m.object_order)
+    phase = cfg.curriculum.detection_iters
+    _check(_is_int(phase) and phase >= 0, "curriculum.detection_iters", "an int >= 0", phase)
+    if phase:
+        _check("insseg" in m.tasks, "curriculum.detection_iters", "0 without task insseg (nothing follows)", phase)
+        _check(
+            phase < o.max_iters,
+            "curriculum.detection_iters",
+            f"fewer steps than optim.max_iters ({o.max_iters}): the instance phase needs some",
+            phase,
+        )
     for task, mode in m.decoding.items():
         _check(task in m.tasks, "model.decoding", f"keys among model.tasks {tuple(m.tasks)}", task)
         _check(mode in DECODING_MODES, f"model.decoding[{task!r}]", f"one of {DECODING_MODES}", mode)
@@ -149,7 +227,30 @@ def validate_config(cfg: Config) -> None:
     )
     _check(o.step_gamma > 0, "optim.step_gamma", "> 0", o.step_gamma)
     _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
-    _check(o.accumulate >= 1, "optim.accumulate", ">= 1", o.accumulate)
+    _check(
+        _is_int(o.accumulate) and o.accumulate >= 1,
+        "optim.accumulate",
+        "an integer >= 1 (micro-batches per optimiser step)",
+        o.accumulate,
+    )
+    _check(
+        d.images_per_gpu is None or (_is_int(d.images_per_gpu) and d.images_per_gpu >= 1),
+        "data.images_per_gpu",
+        "None (the whole per-process share) or an integer >= 1",
+        d.images_per_gpu,
+    )
+    _check(
+        isinstance(m.backbone_grad_checkpointing, bool),
+        "model.backbone_grad_checkpointing",
+        "true or false",
+        m.backbone_grad_checkpointing,
+    )
+    _check(
+        isinstance(o.amp, bool) or o.amp in AMP_MODES,
+        "optim.amp",
+        f"one of {AMP_MODES} (or true/false for fp16/none)",
+        o.amp,
+    )
 
     # evaluation
     _check(

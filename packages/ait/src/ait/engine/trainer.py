@@ -1,7 +1,10 @@
 """The training loop: one code path for a single process and for torchrun + DistributedDataParallel.
 
-Per optimiser step: `accumulate` micro-batches (each a {task: batch} dict from `ait.data.TaskStreams`),
-`loss = model(batch)["loss"]` under fp16 autocast on CUDA (GradScaler; CPU runs fp32), a cross-rank check
+Per optimiser step: one global batch ({task: batch} of this rank's share, from `ait.data.TaskStreams`),
+cut into `optim.accumulate` micro-batches whose losses are all normalised by the token counts of the whole
+global batch (so accumulation changes memory, not the update),
+`loss = model(batch)["loss"]` under the autocast `optim.amp` names (fp16 + GradScaler on CUDA, bf16, or
+fp32: `ait.engine.precision`), a cross-rank check
 that the loss is finite (a NaN/inf stops every rank with an error naming the step, before anything is
 written, so the last checkpoint stays the last good one), unscale, clip, AdamW step, per-iteration lr
 schedule. Metrics are averaged over ranks and logged as JSON lines; checkpoints are atomic and carry
@@ -28,7 +31,8 @@ import torch
 from torch import nn
 
 from ait.config.schema import Config
-from ait.data import TaskStreams, build_task_streams, describe_batches
+from ait.config.validation import resolve_accumulation
+from ait.data import TaskStreams, build_task_streams, describe_batches, rank_share, task_can_be_absent
 from ait.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
@@ -53,6 +57,7 @@ from ait.engine.distributed import (
 )
 from ait.engine.logging import MetricsLogger
 from ait.engine.optim import build_optimizer, build_scheduler
+from ait.engine.precision import resolve_amp
 from ait_tokenizer.checkpoint import fault_point
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
@@ -97,6 +102,10 @@ def seed_everything(seed: int) -> None:
 
 def configure_determinism(enabled: bool, device: torch.device) -> None:
     if not enabled:
+        # the process-wide switch may still be on from an earlier run in this process
+        torch.use_deterministic_algorithms(False)
+        if device.type == "cuda":
+            torch.backends.cudnn.deterministic = False
         return
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -116,6 +125,32 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, tuple):
         return tuple(_to_device(v, device) for v in batch)
     return batch
+
+
+def _slice_samples(value: Any, start: int, stop: int, length: int) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == length:
+        return value[start:stop]
+    if isinstance(value, (list, tuple)) and len(value) == length:
+        return value[start:stop]
+    return value  # not per sample
+
+
+def split_micro_batches(batch: dict[str, dict], steps: int) -> list[dict[str, dict]]:
+    """A rank's {task: collated batch} -> `steps` micro-batches: each task's samples cut into contiguous
+    runs whose sizes differ by at most one. A task without a sample in a run is left out of that
+    micro-batch (the model then reports it absent, as for a rank without the task's images)."""
+    if steps == 1:
+        return [batch]
+    micro: list[dict[str, dict]] = [{} for _ in range(steps)]
+    for task, samples in batch.items():
+        length = int(samples["image"].shape[0])
+        for index in range(steps):
+            start, stop = rank_share(length, index, steps)
+            if stop > start:
+                micro[index][task] = {
+                    key: _slice_samples(value, start, stop, length) for key, value in samples.items()
+                }
+    return micro
 
 
 def _float_parts(out: dict[str, Any]) -> dict[str, float]:
@@ -198,6 +233,11 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist_info or init_distributed(device)
         self.device = self.dist.device
+        # micro-batches per step; a per-GPU batch that cannot split the global batch fails before data or
+        # model are built
+        self.accumulate = resolve_accumulation(cfg, self.dist.world_size)
+        # an amp mode this device cannot run fails here, before data or model are built
+        self.amp = resolve_amp(cfg.optim.amp, self.device)
         self._print = log or print
         self.evaluate_enabled = evaluate
         self.work_dir = Path(cfg.work_dir)
@@ -219,17 +259,28 @@ class Trainer:
             load_initial_weights(self.model, cfg.load_from, self.log)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
-        self.use_amp = bool(cfg.optim.amp and self.device.type == "cuda")
+        self.use_amp = self.amp.scaler  # a GradScaler (fp16) whose state the checkpoints carry
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self.last_checkpoint: Path | None = None
 
         if self.dist.distributed:
+            unused = getattr(self.model, "unused_parameter_names", list)()
+            if unused:
+                # never used by this config, never given a gradient: left out of DDP's reduction
+                nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                    self.model, unused
+                )
             self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                # a task's head may sit out a step (e.g. a rank without depth images in joint training)
-                find_unused_parameters=True,
+                # the backbone's relative-position buffers are the same on every rank (fixed tables): the
+                # original does not broadcast them either (about 145 MB per step for SwinV2-B at 640)
+                broadcast_buffers=False,
+                # the unused-parameter search walks the graph every step: only when a rank can be without
+                # one task's images (4 NYU images over 8 ranks in joint training) and its head sits out;
+                # a micro-batch counts as a rank here (the last one's backward is the reduction)
+                find_unused_parameters=task_can_be_absent(cfg, self.dist.world_size * self.accumulate),
             )
         else:
             self.wrapped = self.model
@@ -242,12 +293,24 @@ class Trainer:
         if self.dist.is_main:
             self._print(message)
 
-    def _forward(self, batch: dict) -> dict:
+    def _forward(self, batch: dict, normalisers: torch.Tensor | None = None) -> dict:
         # DDP only hooks forward(); fall back to training_step for modules whose forward is something else
+        kwargs = {} if normalisers is None else {"normalisers": normalisers}
         module = self.wrapped
         if self.dist.distributed or not hasattr(self.model, "training_step"):
-            return module(batch)
-        return self.model.training_step(batch)
+            return module(batch, **kwargs)
+        return self.model.training_step(batch, **kwargs)
+
+    def _global_normalisers(self, micro_batches: list[dict]) -> torch.Tensor | None:
+        """Per-task divisors over the whole global batch (all micro-batches, all ranks), or None when the
+        model cannot count its tokens before the forward pass (then each micro-batch is its own mean)."""
+        if len(micro_batches) == 1 or not hasattr(self.model, "token_counts"):
+            return None
+        from ait.losses import token_normaliser
+
+        with torch.no_grad():
+            counts = sum(self.model.token_counts(batch) for batch in micro_batches)
+        return token_normaliser(counts)  # one all-reduce per optimiser step, on every rank
 
     def current_lr(self) -> float:
         # the lr of the group with the largest scale (the non-backbone parameters: scale 1)
@@ -331,10 +394,15 @@ class Trainer:
         self.wrapped.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
-        for micro in range(cfg.optim.accumulate):
-            batch = _to_device(self.streams.next_batch(), self.device)
-            last_micro = micro == cfg.optim.accumulate - 1
+        autocast = self.amp.autocast()
+        steps = self.accumulate
+        micro_batches = split_micro_batches(_to_device(self.streams.next_batch(), self.device), steps)
+        normalisers = self._global_normalisers(micro_batches)
+        # with global normalisers each micro-batch's loss is already its share of the step's loss: summed;
+        # otherwise every micro-batch is normalised alone and the step takes their mean
+        weight = 1.0 if normalisers is not None else 1.0 / steps
+        for micro, batch in enumerate(micro_batches):
+            last_micro = micro == steps - 1
             sync = (
                 contextlib.nullcontext()
                 if (last_micro or not self.dist.distributed)
@@ -342,16 +410,18 @@ class Trainer:
             )
             with sync:
                 with autocast:
-                    out = self._forward(batch)
+                    out = self._forward(batch, normalisers)
                 loss = out["loss"]
                 parts = _float_parts(out)
                 # every rank must take the same branch, so the finiteness check is a collective
                 bad = all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0]))
                 if float(bad) > 0:
                     raise NonFiniteLossError(self.step + 1, parts, self.last_checkpoint)
-                self.scaler.scale(loss.float() / cfg.optim.accumulate).backward()
+                self.scaler.scale(loss.float() * weight).backward()
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value / cfg.optim.accumulate
+                # SILog is a per-micro-batch statistic, not a share of a sum: averaged
+                share = 1.0 / steps if normalisers is None or key.endswith("silog") else 1.0
+                sums[key] = sums.get(key, 0.0) + value * share
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if cfg.optim.grad_clip is not None:
@@ -397,11 +467,11 @@ class Trainer:
         self.log(
             f"training {cfg.name}: {cfg.optim.max_iters} steps from step {self.step}, {self.dist.world_size} "
             f"rank(s) on {self.device}, {n_params / 1e6:.2f}M trainable parameters, batches "
-            f"[{'; '.join(describe_batches(cfg, self.dist.world_size))}] x accumulate {cfg.optim.accumulate}, "
-            f"AMP {'on' if self.use_amp else 'off'}, work_dir {self.work_dir}"
+            f"[{'; '.join(describe_batches(cfg, self.dist.world_size))}] in {self.accumulate} micro-batch(es), "
+            f"precision {self.amp.describe()}, work_dir {self.work_dir}"
         )
         kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
-        images_per_step = self.streams.images_per_step() * cfg.optim.accumulate
+        images_per_step = self.streams.images_per_step()
         progress = None
         if cfg.progress and self.dist.is_main:
             from tqdm.auto import tqdm
@@ -546,5 +616,8 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def train(cfg: Config, resume: bool | str | None = None, **kwargs: Any) -> TrainResult:
-    """Build a Trainer for `cfg` and run it (resume: True = newest checkpoint of work_dir, or a path)."""
-    return Trainer(cfg, **kwargs).train(resume=resume)
+    """Build a Trainer for `cfg` and run it (resume: True = newest checkpoint of work_dir, or a path); with
+    `curriculum.detection_iters`, its detection phase first (`ait.engine.curriculum`)."""
+    from ait.engine.curriculum import train_with_curriculum
+
+    return train_with_curriculum(cfg, resume=resume, **kwargs)[1]

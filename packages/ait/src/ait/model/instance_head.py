@@ -42,6 +42,7 @@ class InstanceHead(nn.Module):
         mask_weight: float = 0.2,
         mask_aux_weight: float = 5.0,
         corrupt_class_p: float = 0.5,
+        object_order: str = "random",
     ) -> None:
         super().__init__()
         if task not in ("insseg", "det"):
@@ -55,6 +56,7 @@ class InstanceHead(nn.Module):
         self.mask_aux_weight = float(mask_aux_weight)
         self.mask_weight = float(mask_weight)
         self.corrupt_class_p = float(corrupt_class_p)
+        self.object_order = str(object_order)
         self.tokenizer = tokenizer if task == "insseg" else None
         if task == "insseg":
             if tokenizer is None or tokenizer.kind != "mask":
@@ -139,6 +141,7 @@ class InstanceHead(nn.Module):
                     self.canvas,
                     generator,
                     image_size=None if image_sizes is None else tuple(image_sizes[index]),
+                    order=self.object_order,
                 )
             )
             kept_all.append(kept)
@@ -220,7 +223,11 @@ class InstanceHead(nn.Module):
         if self.task == "insseg" and self.soft_token and self.mask_aux_weight > 0 and len(real_index):
             code_logits = self.mask_code_logits(logits)[real_index[:, 0], real_index[:, 1]]  # (R, n, K)
             # unclamped, as the original's decode_soft: the Dice term clips, the MSE keeps its gradient
-            pred = self.tokenizer.decode_soft(code_logits.float(), self.tau, grid=self.mask_grid, clamp=False)
+            # fp32 under autocast, as the original's force_fp32 loss
+            with torch.autocast(device_type=code_logits.device.type, enabled=False):
+                pred = self.tokenizer.decode_soft(
+                    code_logits.float(), self.tau, grid=self.mask_grid, clamp=False
+                )
             per_object = mask_aux_loss(pred, targets["real_crops"])
             # Each supervised mask token of a real object carries its object's Dice + MSE, weighted
             # mask_aux_weight x mask_weight (5.0 x 0.2), before the task's token-count normalisation.

@@ -30,6 +30,10 @@ _PART_KEYS = {
 }
 
 
+# where `token_counts` leaves an instance batch's sequences for the forward pass that follows
+_TARGETS_KEY = "_sequence_targets"
+
+
 class TaskSolver(nn.Module):
     """One backbone and decoder shared by the configured tasks; tokenizers frozen (no grad, eval mode)."""
 
@@ -80,6 +84,14 @@ class TaskSolver(nn.Module):
         """(name, parameter) pairs that the optimiser should update (the tokenizers are excluded)."""
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
+    def unused_parameter_names(self) -> list[str]:
+        """Trainable parameters this config never uses: AiT-P's mask embedding when every task decodes
+        autoregressively (kept so a checkpoint has one layout). DDP is told to skip them, so it needs no
+        unused-parameter search for them."""
+        if any(self.is_parallel(task) for task in self.cfg.model.tasks):
+            return []
+        return ["decoder.mask_embed"]
+
     def encode_images(self, images: torch.Tensor):
         """(B, 3, H, W) -> the decoder's memory (neck output) for that batch.
 
@@ -103,10 +115,34 @@ class TaskSolver(nn.Module):
         return self.cfg.model.decoding_mode(task) == "parallel"
 
     # ----------------------------------------------------------------------------------------- training
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
-        return self.training_step(batch, generator)
+    def forward(
+        self, batch: dict, generator: torch.Generator | None = None, normalisers: torch.Tensor | None = None
+    ) -> dict:
+        return self.training_step(batch, generator, normalisers)
 
-    def training_step(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+    def token_counts(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Supervised-token count of each configured task in `batch` (config task order, 0 when absent).
+
+        What `training_step` divides by, known before any forward pass: the engine sums it over the
+        micro-batches of a global batch (gradient accumulation) so that every micro-batch is normalised by
+        the count of the whole global batch. Instance sequences are built here (their padding decides the
+        count) and kept in `batch[task]` for the forward pass that follows, so they are built once.
+        """
+        counts = []
+        for task in self.tasks:
+            if task not in batch:
+                counts.append(0.0)
+            elif task == "depth":
+                counts.append(float(batch[task]["image"].shape[0] * self.depth_head.length))
+            else:
+                targets = self.instance_head.build_targets(batch[task], generator)
+                batch[task][_TARGETS_KEY] = targets
+                counts.append(float((targets["weights"] > 0).sum()))
+        return torch.tensor(counts, device=self.decoder.output_bias.device)
+
+    def training_step(
+        self, batch: dict, generator: torch.Generator | None = None, normalisers: torch.Tensor | None = None
+    ) -> dict:
         """batch: {task: collated batch}; returns {"loss": tensor} plus float parts per task.
 
         Each task's loss = its summed local loss (weighted CE sum [+ weighted mask aux sum] [+ depth:
@@ -118,6 +154,8 @@ class TaskSolver(nn.Module):
         parts have the same keys on every rank (0 for a task absent here), as the engine averages them.
         Random choices of the instance sequences (padding, jitter, class corruption) use `generator`, else
         the per-sample seeds the training data carries ("sequence_seed"), else the global torch RNG.
+        `normalisers` (one per configured task, e.g. `token_normaliser` of `token_counts` summed over the
+        micro-batches of a global batch) replaces the all-reduced counts of this batch; no collective then.
         """
         unknown = set(batch) - set(self.tasks)
         if unknown:
@@ -133,8 +171,9 @@ class TaskSolver(nn.Module):
         # One collective for all tasks, in the config's task order, on every rank.
         anchor = self.decoder.output_bias
         zero = torch.zeros((), device=anchor.device)
-        counts = torch.stack([local[t]["count"].float() if t in local else zero for t in self.tasks])
-        normalisers = token_normaliser(counts)
+        if normalisers is None:
+            counts = torch.stack([local[t]["count"].float() if t in local else zero for t in self.tasks])
+            normalisers = token_normaliser(counts)
 
         loss_cfg = self.cfg.loss
         # a rank with nothing to learn from still returns a loss with a graph (zero gradients)
@@ -172,7 +211,9 @@ class TaskSolver(nn.Module):
         head = self.instance_head
         if head is None or head.task != task:
             raise ValueError(f"this solver has no {task!r} head (tasks {self.tasks})")
-        targets = head.build_targets(inst_batch, generator)
+        targets = inst_batch.get(_TARGETS_KEY)  # built by `token_counts` for this very batch
+        if targets is None or generator is not None:
+            targets = head.build_targets(inst_batch, generator)
         memory = self.encode_images(inst_batch["image"])
         logits = self.teacher_forced_logits(memory, targets["input_ids"], task, head.length)
         terms = head.loss(logits, targets)
@@ -333,6 +374,7 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
     backbone = create_backbone(
         model.backbone, drop_path_rate=model.backbone_drop_path, **model.backbone_overrides
     )
+    backbone.set_grad_checkpointing(model.backbone_grad_checkpointing)
     if model.backbone_checkpoint:
         report = load_backbone_checkpoint(backbone, model.backbone_checkpoint)
         if getattr(report, "missing", None):
@@ -365,6 +407,7 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
             class_weight=cfg.loss.class_weight,
             mask_weight=cfg.loss.mask_weight,
             mask_aux_weight=cfg.loss.mask_aux_weight,
+            object_order=model.object_order,
         )
 
     lengths = {}

@@ -1,0 +1,186 @@
+"""The demo's instance levers, one complete run each: what buys learned instances at the demo's budget.
+
+    python benchmarks/levers.py list
+    python benchmarks/levers.py run LEVER [--steps 2000] [--threads 1] [--seed 0] --tokenizers DIR --out DIR
+    python benchmarks/levers.py table benchmarks/levers/*.json
+
+Each lever is `cpu_joint_demo` with a few options changed (LEVERS below), trained from scratch over the demo's
+tokenizers (a demo run's `tokenizers/` folder: `ait demo --out DIR` writes DIR/tokenizers) for the given step
+budget with its own warm-up and decay (never a snapshot of a longer run), and scored on the demo's 64
+held-out rooms: box AP, AP50, mask AP (COCO, pycocotools) and depth RMSE. One JSON per run (`LEVER_sSEED.json`);
+`table` prints the Markdown table of benchmarks/README.md. Seeded: the same command gives the same
+figures on one machine; the minutes are wall time of this machine at the time (one thread per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (cfg options on top of cpu_joint_demo, what it changes). The first is the demo as it was before the
+# levers were measured; steps scale with --steps unless the lever fixes its own.
+LEVERS: dict[str, tuple[list[str], str]] = {
+    "demo": ([], "the demo before the levers (random object order, 64 px, 8 + 8 images, lr 1e-3)"),
+    "order_area": (["model.object_order=area"], "objects in the sequence largest first"),
+    "order_raster": (["model.object_order=raster"], "objects in the sequence by top-left corner, row by row"),
+    "detection_phase": (
+        ["curriculum.detection_iters=0.3"],
+        "the paper's curriculum: the first 30 % of the steps train box + class sequences (task det), "
+        "then instance segmentation starts from that model",
+    ),
+    "lr_2e-3": (["optim.lr=2e-3"], "peak learning rate 2e-3 (demo: 1e-3)"),
+    "share_4_12": (["data.depth_batch=4", "data.insseg_batch=12"], "4 depth + 12 instance images per step"),
+    "decoder_3x128": (
+        ["model.d_model=128", "model.num_decoder_layers=3", "model.dim_feedforward=384"],
+        "a wider, deeper decoder (3 layers of 128, demo: 2 of 96)",
+    ),
+    "max_objects_6": (["model.max_objects=6"], "at most 6 objects per sequence, fewer noise boxes"),
+}
+
+
+def _point(cfg, metrics: dict, trained, eval_s: float) -> dict:
+    coco = metrics.get("insseg", {})
+    return {
+        "train_minutes": trained.wall_s / 60,
+        "images_per_s": trained.images_per_s,
+        "eval_s": eval_s,
+        "depth_rmse": metrics["depth"]["rmse"],
+        "depth_abs_rel": metrics["depth"]["abs_rel"],
+        "box_ap": coco.get("bbox", {}).get("AP", float("nan")),
+        "box_ap50": coco.get("bbox", {}).get("AP50", float("nan")),
+        "mask_ap": coco.get("segm", {}).get("AP", float("nan")),
+        "mask_ap50": coco.get("segm", {}).get("AP50", float("nan")),
+    }
+
+
+def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: Path) -> dict:
+    import torch
+
+    from ait.data import build_eval_loader
+    from ait.demo import _mean_train_depth, demo_configs
+    from ait.engine import evaluate_solver
+    from ait.engine.curriculum import train_with_curriculum
+    from ait.evaluation import mean_depth_baseline
+
+    options, note = LEVERS[lever]
+    depth_ckpt, mask_ckpt = (
+        tokenizers / "depth" / "final.safetensors",
+        tokenizers / "mask" / "final.safetensors",
+    )
+    for path in (depth_ckpt, mask_ckpt):
+        if not path.is_file():
+            sys.exit(f"levers: error: {path} is missing; pass --tokenizers DIR/tokenizers of a demo run")
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix=f"ait_lever_{lever}_") as tmp:
+        base = [
+            f"optim.max_iters={steps}",
+            f"optim.warmup_iters={max(1, steps // 20)}",
+            "checkpoint_interval=0",
+            f"num_threads={threads}",
+            f"seed={seed}",
+            "progress=False",
+            f"work_dir={Path(tmp) / 'solver'}",
+        ]
+        # a fraction of the steps for the detection phase reads better in the table than a step count
+        resolved = []
+        for option in options:
+            key, value = option.split("=", 1)
+            if key == "curriculum.detection_iters" and "." in value:
+                value = str(round(float(value) * steps))
+            resolved.append(f"{key}={value}")
+        _, _, solver_cfg = demo_configs(tmp, cfg_options=base + resolved)
+        cfg = solver_cfg(depth_ckpt, mask_ckpt)
+        trainer, trained = train_with_curriculum(cfg, evaluate=False)
+        solver = trainer.model.eval()
+        start = time.perf_counter()
+        metrics = evaluate_solver(cfg, solver)
+        eval_s = time.perf_counter() - start
+        baseline = mean_depth_baseline(_mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval)
+    result = {
+        "lever": lever,
+        "note": note,
+        "cfg_options": resolved,
+        "steps": steps,
+        "seed": seed,
+        "torch_threads": threads,
+        "baseline_rmse": baseline["rmse"],
+        **_point(cfg, metrics, trained, eval_s),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{lever}_s{seed}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def table(paths: list[Path]) -> str:
+    """Markdown table, one row per lever (median over its seeds, range when there are several)."""
+    runs: dict[str, list[dict]] = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        runs.setdefault(result["lever"], []).append(result)
+
+    def cell(values: list[float], scale: float, fmt: str, unit: str) -> str:
+        values = [v * scale for v in values]
+        text = format(statistics.median(values), fmt) + unit
+        if len(values) > 1:
+            text += f" ({format(min(values), fmt)}-{format(max(values), fmt)})"
+        return text
+
+    lines = [
+        "| lever | what changes | steps | seeds | box AP | box AP50 | mask AP | depth RMSE (x mean) | train min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = [name for name in LEVERS if name in runs] + sorted(set(runs) - set(LEVERS))
+    for name in order:
+        results = runs[name]
+
+        def get(key: str, results: list[dict] = results) -> list[float]:
+            return [r[key] for r in results]
+
+        ratio = [r["depth_rmse"] / r["baseline_rmse"] for r in results]
+        lines.append(
+            f"| {name} | {results[0]['note']} | {results[0]['steps']} | {len(results)} "
+            f"| {cell(get('box_ap'), 100, '.1f', ' %')} | {cell(get('box_ap50'), 100, '.1f', ' %')} "
+            f"| {cell(get('mask_ap'), 100, '.1f', ' %')} "
+            f"| {cell(get('depth_rmse'), 1, '.3f', ' m')} ({statistics.median(ratio):.2f}x) "
+            f"| {cell(get('train_minutes'), 1, '.1f', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the levers and what each changes")
+    one = sub.add_parser("run", help="one complete run of one lever")
+    one.add_argument("lever", choices=sorted(LEVERS))
+    one.add_argument("--steps", type=int, default=2000)
+    one.add_argument("--threads", type=int, default=1)
+    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--tokenizers", type=Path, required=True)
+    one.add_argument("--out", type=Path, default=HERE / "levers")
+    tab = sub.add_parser("table", help="the Markdown table of stored runs")
+    tab.add_argument("paths", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, (options, note) in LEVERS.items():
+            print(f"{name:16s} {' '.join(options) or '(none)':60s} {note}")
+    elif args.command == "run":
+        if args.steps <= 0 or args.threads <= 0:
+            parser.error("--steps and --threads must be positive")
+        run(args.lever, args.steps, args.threads, args.seed, args.tokenizers, args.out)
+    else:
+        print(table(args.paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
