@@ -38,6 +38,7 @@ __all__ = [
     "build_train_dataset",
     "coco_ground_truth",
     "rank_share",
+    "task_can_be_absent",
 ]
 
 COCO_TASKS = ("insseg", "det")
@@ -420,6 +421,17 @@ def task_batches(cfg: Config) -> dict[str, int]:
     for task in cfg.model.tasks:
         out[task] = cfg.data.depth_batch if task == "depth" else cfg.data.insseg_batch
     return out
+
+
+def task_can_be_absent(cfg: Config, world_size: int) -> bool:
+    """Whether some rank holds no image of some task at a step: a global batch smaller than the ranks
+    (the joint recipe's 4 NYU images over 8 GPUs). That rank's head for the task sits out the backward pass,
+    so DDP must search for unused parameters."""
+    return any(
+        rank_share(b, r, world_size)[0] == rank_share(b, r, world_size)[1]
+        for b in task_batches(cfg).values()
+        for r in range(world_size)
+    )
 
 
 def build_task_streams(

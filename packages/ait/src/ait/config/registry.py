@@ -134,6 +134,7 @@ def _nyu_depth(
             image_size=(480, 640),
             crop_size=(480, 480),
             depth_batch=24,
+            eval_batch=2,  # samples_per_gpu=2 of the original's NYU val loader
             num_workers=4,
         ),
         optim=OptimConfig(
@@ -147,7 +148,7 @@ def _nyu_depth(
             schedule="step",
             step_milestones=(18180,),
             step_gamma=0.1,
-            amp=True,
+            amp="fp16",  # fp16 = dict(loss_scale='dynamic')
         ),
         eval=EvalConfig(sliding_window=True, flip=True),
         work_dir=f"work_dirs/{name}",
@@ -156,7 +157,7 @@ def _nyu_depth(
     )
 
 
-def _coco_optim(lr: float, max_iters: int, warmup: int, clip: float) -> OptimConfig:
+def _coco_optim(lr: float, max_iters: int, warmup: int, clip: float, amp: str = "fp16") -> OptimConfig:
     return OptimConfig(
         lr=lr,
         weight_decay=0.05,
@@ -168,11 +169,11 @@ def _coco_optim(lr: float, max_iters: int, warmup: int, clip: float) -> OptimCon
         schedule="linear",
         step_milestones=(),
         min_lr_ratio=0.01,
-        amp=True,
+        amp=amp,
     )
 
 
-def _coco_model(tasks: tuple[str, ...], *, soft: bool, reserved: int) -> ModelConfig:
+def _coco_model(tasks: tuple[str, ...], *, soft: bool, reserved: int, top_p: float = 0.3) -> ModelConfig:
     return ModelConfig(
         backbone="swinv2-b-640",
         backbone_drop_path=0.3,
@@ -182,7 +183,7 @@ def _coco_model(tasks: tuple[str, ...], *, soft: bool, reserved: int) -> ModelCo
         soft_input=soft,
         tau_mask=1.0,
         tau_depth=1.0,
-        top_p=0.3,
+        top_p=top_p,
         max_objects=100,
         canvas=640,
         reserved_tokens=reserved,
@@ -195,7 +196,9 @@ def _coco_model(tasks: tuple[str, ...], *, soft: bool, reserved: int) -> ModelCo
     )
 
 
-def _coco_data(insseg_batch: int, depth_batch: int = 0, dataset: str = "coco") -> DataConfig:
+def _coco_data(
+    insseg_batch: int, depth_batch: int = 0, dataset: str = "coco", eval_batch: int = 8
+) -> DataConfig:
     return DataConfig(
         dataset=dataset,
         image_size=(640, 640),
@@ -203,6 +206,7 @@ def _coco_data(insseg_batch: int, depth_batch: int = 0, dataset: str = "coco") -
         scale_range=(0.1, 3.0),
         insseg_batch=insseg_batch,
         depth_batch=depth_batch,
+        eval_batch=eval_batch,  # the original's COCO val loaders: samples_per_gpu=8 (detection: 20)
         num_workers=4,
     )
 
@@ -266,10 +270,12 @@ def _swinv2b_480reso_depthonly_wosoft() -> Config:
 def _swinv2b_640reso_detonly() -> Config:
     return Config(
         name="swinv2b_640reso_detonly",
-        model=_coco_model(("det",), soft=False, reserved=0),
+        # no top_p in the original's config: its ARTransformer default, 0.4
+        model=_coco_model(("det",), soft=False, reserved=0, top_p=0.4),
         loss=LossConfig(box_weight=1.0, class_weight=1.0, depth_aux_weight=0.0, mask_aux_weight=0.0),
-        data=_coco_data(insseg_batch=128),
-        optim=_coco_optim(lr=1e-3, max_iters=183300, warmup=18330, clip=1.0),
+        data=_coco_data(insseg_batch=128, eval_batch=20),
+        # the original's detection config has no fp16 entry: it trains in fp32
+        optim=_coco_optim(lr=1e-3, max_iters=183300, warmup=18330, clip=1.0, amp="none"),
         eval=EvalConfig(sliding_window=False, flip=False),
         work_dir="work_dirs/swinv2b_640reso_detonly",
         checkpoint_interval=5000,
@@ -300,7 +306,7 @@ def _swinv2b_640reso_joint() -> Config:
         # depth loss weight 0.2 in joint training; tau 1.0 (set in _coco_model)
         loss=LossConfig(depth_task_weight=0.2, depth_aux_weight=1.0, mask_weight=0.2, mask_aux_weight=5.0),
         data=_coco_data(insseg_batch=60, depth_batch=4, dataset="joint"),
-        optim=_coco_optim(lr=8e-4, max_iters=302875, warmup=12115, clip=50.0),
+        optim=_coco_optim(lr=8e-4, max_iters=302875, warmup=12115, clip=10.0),
         eval=EvalConfig(sliding_window=True, flip=True),
         load_from="ait_det_swinv2b_wodec.pth",
         work_dir="work_dirs/swinv2b_640reso_joint",
@@ -378,7 +384,7 @@ def _cpu_optim(max_iters: int, lr: float = 1e-3, **overrides: Any) -> OptimConfi
         schedule="linear",
         step_milestones=(),
         min_lr_ratio=0.01,
-        amp=False,
+        amp="none",
     )
     return dataclasses.replace(optim, **overrides)
 

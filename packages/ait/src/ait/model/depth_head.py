@@ -106,7 +106,10 @@ class DepthHead(nn.Module):
         solver divides by the all-reduced mean count (the original's scaling of the SILog term)."""
         ce_sum, count = token_cross_entropy(logits, target_ids)
         if self.soft_token and self.aux_weight > 0:
-            pred = self.tokenizer.decode_soft(self.code_logits(logits), self.tau, grid=self.grid)
+            # fp32 under autocast, as the original's force_fp32 loss: a half-precision decode moves the
+            # SILog of every soft-decoded map
+            with torch.autocast(device_type=logits.device.type, enabled=False):
+                pred = self.tokenizer.decode_soft(self.code_logits(logits).float(), self.tau, grid=self.grid)
             silog = silog_loss(pred, depth, lam=self.silog_lambda)
             total = depth_local_sum(ce_sum, count, silog, self.aux_weight)
         else:
