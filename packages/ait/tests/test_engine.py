@@ -269,8 +269,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(tmp_path):
+    # the global batch stays 4 images; accumulation runs it as two passes of 2
     big = _trainer(_cfg(tmp_path, "big", **{"data.depth_batch": 4}))
-    accumulated = _trainer(_cfg(tmp_path, "acc", **{"data.depth_batch": 2, "optim.accumulate": 2}))
+    accumulated = _trainer(_cfg(tmp_path, "acc", **{"data.depth_batch": 4, "optim.accumulate": 2}))
     big.train()
     accumulated.train()
     big, accumulated = big.model, accumulated.model
