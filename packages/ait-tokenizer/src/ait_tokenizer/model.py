@@ -151,6 +151,9 @@ class VQVAETokenizer(nn.Module):
             dead_code_threshold=config.dead_code_threshold,
         )
         self.decoder = build_decoder(1, config.channels, config.num_res_blocks, config.code_dim)
+        # soft-lookup implementation of `soft_embed` / `decode_soft` ("auto", "triton" or "torch"; see
+        # `ait_tokenizer.soft_lookup`): the task-solver sets it from its config
+        self.soft_lookup_backend = "auto"
 
     # ----------------------------------------------------------------- properties
     @property
@@ -272,7 +275,7 @@ class VQVAETokenizer(nn.Module):
     ) -> torch.Tensor:
         """softmax(tau * logits) @ codebook -> (B, h, w, D); logits (B, h*w, K) or (B, h, w, K)."""
         logits = self._check_logits(logits, grid)
-        return soft_lookup(logits, self.codebook, tau, backend="auto")
+        return soft_lookup(logits, self.codebook, tau, backend=self.soft_lookup_backend)
 
     def decode_soft(
         self,

@@ -9,7 +9,9 @@ Two implementations behind one function:
 * ``"torch"``: eager softmax + matmul in fp32 (float64 for float64 inputs); works everywhere.
 
 ``backend="auto"`` picks Triton for CUDA tensors when triton is installed and the inputs suit it,
-torch otherwise.  Triton is imported lazily, so this module imports without it.
+torch otherwise.  The environment variable ``AIT_SOFT_LOOKUP`` (``torch`` or ``triton``) overrides what
+``"auto"`` picks, without touching code or configs: ``AIT_SOFT_LOOKUP=torch`` is the way around a Triton
+kernel that fails on a user's GPU.  Triton is imported lazily, so this module imports without it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from types import ModuleType
 import torch
 
 BACKENDS = ("auto", "triton", "torch")
+# overrides backend="auto" when set: "torch" or "triton" ("auto" or empty: no override)
+BACKEND_ENV = "AIT_SOFT_LOOKUP"
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _TORCH_DTYPES = (*_TRITON_DTYPES, torch.float64)
 # The kernels hold a whole row of K logits in one tile; beyond this it no longer fits in registers.
@@ -84,7 +88,16 @@ def _validate(logits: object, codebook: object, tau: object, backend: object) ->
         raise ValueError(f"tau must be a finite number, got {tau!r}")
 
 
+def _env_backend() -> str:
+    value = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS} (or unset), got {value!r}")
+    return value
+
+
 def _resolve_backend(logits: torch.Tensor, codebook: torch.Tensor, backend: str) -> str:
+    if backend == "auto":
+        backend = _env_backend()
     if backend == "torch":
         return "torch"
     if backend == "auto":

@@ -59,6 +59,8 @@ class TaskSolver(nn.Module):
             if tokenizer is not None:
                 tokenizer.requires_grad_(False)
                 tokenizer.eval()
+                # model.soft_lookup: the Triton kernel or the torch path (AIT_SOFT_LOOKUP overrides "auto")
+                tokenizer.soft_lookup_backend = cfg.model.soft_lookup
 
     # --------------------------------------------------------------------------------------- structure
     def train(self, mode: bool = True) -> TaskSolver:
