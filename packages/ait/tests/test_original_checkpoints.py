@@ -668,3 +668,22 @@ def test_ait_eval_takes_an_original_checkpoint(tmp_path, capsys, monkeypatch):
     argv = ["eval", "cpu_depth_tiny", "--checkpoint", str(path), "--device", "cpu", "--out", "m.json"]
     assert main([*argv, "--cfg-options", *options]) == 0, capsys.readouterr().err
     assert "rmse" in (tmp_path / "m.json").read_text()
+
+
+def test_ait_predict_and_the_api_take_an_original_checkpoint_with_a_named_config(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    import ait
+
+    options = ["model.depth_tokenizer.preset=depth-paper", "model.top_p=0.5"]
+    cfg = create_config("cpu_depth_tiny", options)
+    path = save_mmcv(original_state_dict(make_reference(cfg)), tmp_path / "original_depth.pth")
+    image = tmp_path / "room.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "pred"
+    argv = ["predict", str(image), "--checkpoint", str(path), "--config", "cpu_depth_tiny", "--out", str(out)]
+    assert main([*argv, "--cfg-options", *options]) == 0, capsys.readouterr().err
+    solver = ait.load(path, device="cpu", config="cpu_depth_tiny", cfg_options=options)
+    assert solver.config.model.top_p == 0.5
+    np.testing.assert_array_equal(np.load(out / "room_depth.npy"), solver.predict(image).depth)
