@@ -9,6 +9,7 @@
     nox -s bench_check   the regression check against benchmarks/baseline.json
     nox -s ablations     the paper's ablations at small scale
     nox -s faults        the fault suite alone (also part of `tests`; see docs/RELIABILITY.md)
+    nox -s install_alone each package installed alone with plain pip into a fresh venv, then imported
 
 Our own packages are always installed from their local paths, never resolved from an index
 (PyPI holds an unrelated `ait`).  torch/torchvision are pinned by constraints.txt.
@@ -30,7 +31,8 @@ nox.options.reuse_existing_virtualenvs = True
 ROOT = Path(__file__).parent
 CONSTRAINTS = str(ROOT / "constraints.txt")
 
-# package dir -> (import name, local packages it depends on)
+# package dir -> (import name, local packages its tests need: ait-tokenizer's `train` extra brings ait-data
+# and ait-eval; installed here from their paths, editable)
 PACKAGES = {
     "ait-eval": ("ait_eval", []),
     "ait-data": ("ait_data", []),
@@ -135,6 +137,13 @@ def faults(session: nox.Session) -> None:
     """The fault suite alone: kill -9 during saves, crafted pickles, NaN weights, full disk, SIGTERM."""
     _install(session, list(PACKAGES))
     _pytest(session, "integration_tests/test_faults.py")
+
+
+@nox.session(venv_backend="none")
+def install_alone(session: nox.Session) -> None:
+    """Each package alone: plain pip resolves `pip install ./packages/NAME` into a fresh venv, which then
+    imports every module (.ci/install_alone.py says how, and why uv links the third-party wheels)."""
+    session.run("python", str(ROOT / ".ci" / "install_alone.py"), *session.posargs, env=UV_ENV)
 
 
 @nox.session

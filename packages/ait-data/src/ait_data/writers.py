@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 JPEG_QUALITY = 95
 NYU_SCENE = "synthetic_rooms"
@@ -67,6 +66,8 @@ def write_nyu(dataset, out_dir, indices: Iterable[int] | None = None, scene: str
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """bool (H,W) -> COCO compressed RLE with a JSON-friendly str ``counts``."""
+    from pycocotools import mask as mask_utils  # the `coco` extra; write_nyu works without it
+
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from ait_tokenizer.checkpoint import check_finite, fault_point, load_tokenizer, save_tokenizer, torch_save_to
 from ait_tokenizer.data import MaskCrops, NYUDepthMaps, SyntheticDepthMaps, stack_batch
+from ait_tokenizer.locking import RunLock
 from ait_tokenizer.model import VQVAETokenizer
 from ait_tokenizer.quantizer import utilisation
 from ait_tokenizer.registry import create_tokenizer, tokenizer_config
@@ -576,9 +576,34 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> Pa
     return run_training(cfg, out_dir)[1]
 
 
+def _training_dependencies() -> None:
+    """Training needs the ``train`` extra; without it, say so before any work instead of failing mid-run."""
+    import importlib.util
+
+    missing = [name for name in ("tqdm", "ait_data", "ait_eval") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModuleNotFoundError(
+            f"tokenizer training needs {', '.join(missing)}, which is not installed: "
+            "pip install './packages/ait-tokenizer[train]' (from a clone of the repository)",
+            name=missing[0],
+        )
+
+
 def run_training(cfg: TokenizerTrainConfig, out_dir: str | os.PathLike) -> tuple[VQVAETokenizer, Path]:
-    """``train_tokenizer`` that also returns this process's trained tokenizer (every rank holds one)."""
-    out_dir = Path(out_dir)
+    """``train_tokenizer`` that also returns this process's trained tokenizer (every rank holds one).
+
+    ``out_dir`` is locked while the run writes into it: a second training into it refuses at once.
+    """
+    _training_dependencies()
+    if int(os.environ.get("RANK", "0")) != 0:  # only the first process writes
+        return _run_training(cfg, Path(out_dir))
+    with RunLock(out_dir, "--out", "tokenizer training"):
+        return _run_training(cfg, Path(out_dir))
+
+
+def _run_training(cfg: TokenizerTrainConfig, out_dir: Path) -> tuple[VQVAETokenizer, Path]:
+    from tqdm import tqdm
+
     cfg.validate()
     _check_device(cfg.device)
     if cfg.num_threads:
@@ -801,7 +826,7 @@ def main(argv: list[str] | None = None) -> Path:
     except Exception as error:
         if os.environ.get(DEBUG_ENV):
             raise
-        expected = isinstance(error, (ValueError, OSError, ArithmeticError, KeyError))
+        expected = isinstance(error, (ValueError, OSError, ArithmeticError, KeyError, ImportError))
         text = " ".join(str(error).split()) or type(error).__name__
         if not expected:
             text = f"unexpected {type(error).__name__}: {text} (rerun with {DEBUG_ENV}=1 for the traceback)"
