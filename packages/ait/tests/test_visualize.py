@@ -41,3 +41,28 @@ def test_image_for_display_undoes_coco_normalisation():
     normalised = (image - mean[:, None, None]) / std[:, None, None]
     np.testing.assert_allclose(image_for_display(normalised), 0.25, atol=1e-6)
     assert image_for_display(np.full((2, 2, 3), 255, dtype=np.uint8)).max() == 1.0
+
+
+def test_each_shown_instance_is_labelled_with_its_class_name_and_score(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    texts: list[str] = []
+    original = Axes.text
+
+    def recording(self, x, y, s, *args, **kwargs):
+        texts.append(s)
+        return original(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "text", recording)
+    images = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    instances = [
+        {
+            "boxes": torch.tensor([[10.0, 4.0, 30.0, 20.0], [1.0, 1.0, 8.0, 8.0], [2.0, 2.0, 9.0, 9.0]]),
+            "scores": torch.tensor([0.87, 0.45, 0.1]),  # the last one is below the threshold: hidden
+            "labels": torch.tensor([2, 0, 1]),
+        }
+    ]
+    save_prediction_grid(
+        tmp_path / "g.png", images, None, None, instances, class_names=["chair", "table", "lamp"]
+    )
+    assert texts == ["lamp 0.87", "chair 0.45"]

@@ -186,7 +186,16 @@ def _figure(cfg, solver, path: Path, count: int = 4) -> Path:
             orig_size=inst_batch["orig_size"],
             generator=generator,
         )
-    return save_prediction_grid(path, depth_batch["image"], depth_batch["depth"], pred, instances=instances)
+    from ait_data.synthetic import CATEGORY_NAMES
+
+    return save_prediction_grid(
+        path,
+        depth_batch["image"],
+        depth_batch["depth"],
+        pred,
+        instances=instances,
+        class_names=CATEGORY_NAMES,
+    )
 
 
 def _oracle_sentence(oracle: dict[str, dict]) -> str:

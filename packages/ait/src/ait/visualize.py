@@ -52,7 +52,14 @@ def _depth_panel(ax, depth: np.ndarray, vmin: float, vmax: float, title: str):
     ax.set_title(title, fontsize=8)
 
 
-def _overlay_panel(ax, image: np.ndarray, instances: dict, score_threshold: float, max_instances: int):
+def _overlay_panel(
+    ax,
+    image: np.ndarray,
+    instances: dict,
+    score_threshold: float,
+    max_instances: int,
+    class_names: list[str] | None = None,
+):
     ax.imshow(image)
     scores = _to_numpy(instances.get("scores", np.ones(len(_to_numpy(instances["boxes"])))))
     order = np.argsort(-scores)
@@ -67,8 +74,30 @@ def _overlay_panel(ax, image: np.ndarray, instances: dict, score_threshold: floa
             overlay[masks[i].astype(bool)] = (*colour[:3], 0.45)
         x1, y1, x2, y2 = boxes[i]
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1))
+        ax.text(
+            x1,
+            y1,
+            f"{_class_name(instances, i, class_names)} {scores[i]:.2f}",
+            fontsize=5,
+            color="white",
+            va="bottom",
+            bbox={"facecolor": colour, "alpha": 0.8, "pad": 0.5, "linewidth": 0},
+            clip_on=True,
+        )
     ax.imshow(overlay)
     ax.set_title(f"instances ({len(order)} shown)", fontsize=8)
+
+
+def _class_name(instances: dict, index: int, class_names: list[str] | None) -> str:
+    if "names" in instances:
+        return str(instances["names"][index])
+    labels = instances.get("labels")
+    if labels is None:
+        return "object"
+    label = int(_to_numpy(labels)[index])
+    if class_names is not None and 0 <= label < len(class_names):
+        return class_names[label]
+    return f"class {label}"
 
 
 def save_prediction_grid(
@@ -79,13 +108,15 @@ def save_prediction_grid(
     instances: list[dict] | None = None,
     score_threshold: float = 0.3,
     max_instances: int = 20,
-    dpi: int = 100,
+    dpi: int = 150,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write a PNG grid, one row per image: input | ground truth | prediction [| instance overlay].
 
     images (B, 3, H, W) ([0, 1] or COCO-normalised); gt_depths / pred_depths (B, 1, H, W) metres or None;
-    instances: per image {"boxes" xyxy (N, 4), "scores", optional "masks" bool (N, H, W)} in the image's
-    pixels. Instances below score_threshold are hidden; at most max_instances drawn per image.
+    instances: per image {"boxes" xyxy (N, 4), "scores", optional "labels" / "names", optional "masks" bool
+    (N, H, W)} in the image's pixels, each labelled with its class name (`class_names[label]`) and score.
+    Instances below score_threshold are hidden; at most max_instances drawn per image.
     """
     images = _to_numpy(images)
     if images.ndim != 4:
@@ -111,7 +142,7 @@ def save_prediction_grid(
     try:
         for row in range(num):
             image = image_for_display(images[row])
-            reference = gt[row] if gt is not None else pred[row]
+            reference = gt[row] if gt is not None else (pred[row] if pred is not None else None)
             valid = (
                 reference[np.isfinite(reference) & (reference > 0)] if reference is not None else np.zeros(0)
             )
@@ -129,7 +160,9 @@ def save_prediction_grid(
                 _depth_panel(axes[row, col], pred[row], vmin, vmax, "prediction")
                 col += 1
             if instances is not None:
-                _overlay_panel(axes[row, col], image, instances[row], score_threshold, max_instances)
+                _overlay_panel(
+                    axes[row, col], image, instances[row], score_threshold, max_instances, class_names
+                )
             for ax in axes[row]:
                 ax.set_axis_off()
         fig.tight_layout()
