@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class Prediction:
     depth: np.ndarray | None = None  # float32 (H, W) metres; None for a model without the depth task
     instances: Instances | None = None  # None for a depth-only model
     source: str | None = None  # the file it came from, when it came from one
-    extra: dict = field(default_factory=dict)
 
     def depth_png(self) -> np.ndarray:
         """Depth as uint16 millimetres (the NYU convention: 0 = no measurement, which a prediction never is)."""
