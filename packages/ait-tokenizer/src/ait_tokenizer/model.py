@@ -251,7 +251,8 @@ class VQVAETokenizer(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) metres or [0, 1] -> token ids (B, h, w), row-major; never updates the codebook."""
         self._check_maps(x)
-        latents = self.encode_latents(x)
+        # float64 (numpy's default) or half maps are the same picture: encode them in the weights' dtype
+        latents = self.encode_latents(x.to(self.codebook.dtype))
         return self.quantizer.nearest(latents.reshape(-1, self.code_dim)).view(latents.shape[:-1])
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:

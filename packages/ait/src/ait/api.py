@@ -240,7 +240,9 @@ def as_rgb_array(image: ImageInput) -> tuple[np.ndarray, str | None]:
         source = str(image)
         array = load_image(image)
     elif isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        from ait_data.io import to_rgb  # 16-bit grey, alpha, palette, CMYK: the picture they show
+
+        array = to_rgb(image)
     elif isinstance(image, torch.Tensor):
         array = _tensor_to_array(image)
     elif isinstance(image, np.ndarray):

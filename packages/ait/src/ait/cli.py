@@ -362,10 +362,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from ait.engine.trainer import NonFiniteLossError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug anywhere on the line, not only before the command: the error line says "rerun with --debug"
+    debug_anywhere = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = _cmd_tokenizer_train if args.command == "tokenizer" else _COMMANDS[args.command]
-    debug = args.debug or bool(os.environ.get(DEBUG_ENV))
+    debug = debug_anywhere or args.debug or bool(os.environ.get(DEBUG_ENV))
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops like Ctrl-C

@@ -43,7 +43,16 @@ ORIGINAL_KEY_ALIASES: dict[str, str] = {
     "optimizer.lr": "optim.lr",
     "optimizer.weight_decay": "optim.weight_decay",
     "runner.max_iters": "optim.max_iters",
-    "data.samples_per_gpu": "data.depth_batch",
+}
+
+# The original's keys whose meaning differs here: refused with the key to set instead, never remapped
+# silently (samples_per_gpu was per GPU there; our batches are global, whatever the number of processes).
+REFUSED_ORIGINAL_KEYS: dict[str, str] = {
+    "data.samples_per_gpu": (
+        "data.samples_per_gpu is the original's per-GPU batch; batches here are global, for all GPUs together: "
+        "set data.depth_batch (depth) and/or data.insseg_batch (instances) to samples_per_gpu x the number of "
+        "GPUs, and data.images_per_gpu to cap the images per GPU per forward pass"
+    ),
 }
 
 
@@ -225,6 +234,8 @@ def _unknown_key_message(key: str, candidates: list[str]) -> str:
 
 
 def _resolve_alias(key: str) -> str:
+    if key in REFUSED_ORIGINAL_KEYS:
+        raise ConfigError(REFUSED_ORIGINAL_KEYS[key])
     return ORIGINAL_KEY_ALIASES.get(key, key)
 
 

@@ -102,7 +102,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                     f"image {path} is {width}x{height} pixels; ait predict takes images of at least "
                     f"{MIN_IMAGE_SIDE} pixels a side and at most {MAX_IMAGE_PIXELS // 2**20} megapixels: resize it"
                 )
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+            from ait_data.io import to_rgb  # 16-bit grey, alpha, palette, CMYK: the picture they show
+
+            return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from error
 

@@ -59,6 +59,7 @@ from ait.engine.logging import MetricsLogger
 from ait.engine.optim import build_optimizer, build_scheduler
 from ait.engine.precision import resolve_amp
 from ait_tokenizer.checkpoint import fault_point
+from ait_tokenizer.locking import RunLock, check_unlocked
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
 
@@ -243,6 +244,8 @@ class Trainer:
         self.work_dir = Path(cfg.work_dir)
         if self.dist.is_main:
             ensure_writable(self.work_dir)  # fail now, not after building data and model
+            # another run writing into work_dir (two `ait train` started together) refuses now
+            check_unlocked(self.work_dir, "--work-dir", "training run")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         configure_determinism(cfg.deterministic, self.device)
@@ -445,8 +448,15 @@ class Trainer:
         """Train to optim.max_iters (resume: True = newest checkpoint of work_dir, or a path).
 
         `stop_at_step` leaves the loop right after that step without a final checkpoint or evaluation, as an
-        interruption would (tests use it to check that `--resume` continues exactly).
+        interruption would (tests use it to check that `--resume` continues exactly). work_dir is locked
+        while this runs: a second run into it refuses.
         """
+        if not self.dist.is_main:
+            return self._train(resume, stop_at_step)
+        with RunLock(self.work_dir, "--work-dir", "training run"):
+            return self._train(resume, stop_at_step)
+
+    def _train(self, resume: bool | str | os.PathLike | None, stop_at_step: int | None) -> TrainResult:
         cfg = self.cfg
         start_wall = time.perf_counter()
         if self.dist.is_main:
