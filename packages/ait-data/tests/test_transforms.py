@@ -234,3 +234,76 @@ def test_dataloader_workers_draw_different_augmentations():
         )
     )
     assert batch["image"].shape == (4, 3, 64, 64) and batch["depth"].shape == (4, 1, 64, 64)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Photometric depth augmentation in the original's forms (GLPDepth/AiT's albumentations defaults):
+# RandomBrightnessContrast x * alpha + beta (alpha = 1 + U(-0.2, 0.2), beta = U(-0.2, 0.2) of the full
+# range), RandomGamma x ** U(0.8, 1.2), HueSaturationValue: additive shifts in OpenCV's HSV of hue
+# U(-20, 20) / 180 of the circle, saturation U(-30, 30) / 255, value U(-20, 20) / 255; p 0.5 each.
+
+
+def _hsv_reference(image: np.ndarray, hue: float, sat: float, val: float) -> np.ndarray:
+    """float64 restatement with the standard library's colorsys, pixel by pixel (image (3, H, W) in [0, 1])."""
+    import colorsys
+
+    out = np.empty_like(image)
+    for i in range(image.shape[1]):
+        for j in range(image.shape[2]):
+            h, s, v = colorsys.rgb_to_hsv(*image[:, i, j])
+            h = (h + hue) % 1.0
+            s = min(max(s + sat, 0.0), 1.0)
+            v = min(max(v + val, 0.0), 1.0)
+            out[:, i, j] = colorsys.hsv_to_rgb(h, s, v)
+    return out
+
+
+def test_brightness_contrast_is_the_originals_scale_and_shift():
+    from ait_data.transforms import brightness_contrast
+
+    image = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    image[:, 0, 0] = 0.0  # black: only an additive brightness moves it
+    out = brightness_contrast(image, alpha=1.15, beta=0.1)
+    torch.testing.assert_close(out, (image * 1.15 + 0.1).clamp(0, 1), rtol=0, atol=1e-12)
+    assert out[:, 0, 0].tolist() == pytest.approx([0.1] * 3)
+
+
+def test_hsv_shift_is_additive_in_hue_saturation_and_value():
+    from ait_data.transforms import shift_hsv
+
+    image = torch.rand(3, 6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    image[:, 0, 0] = 0.5  # grey: an additive saturation shift gives it colour (hue 0, red)
+    image[:, 0, 1] = 0.0  # black
+    for hue, sat, val in ((0.1, 0.08, -0.05), (-0.07, -0.1, 0.06), (0.0, 0.0, 0.0)):
+        out = shift_hsv(image, hue, sat, val)
+        torch.testing.assert_close(
+            out, torch.from_numpy(_hsv_reference(image.numpy(), hue, sat, val)), rtol=0, atol=1e-9
+        )
+    grey = shift_hsv(image, 0.0, 30 / 255, 0.0)[:, 0, 0]
+    assert grey[0] > grey[1] == pytest.approx(grey[2])
+
+
+def test_depth_photometric_draws_the_originals_ranges(room, monkeypatch):
+    import ait_data.transforms as transforms
+
+    seen = {}
+    monkeypatch.setattr(
+        transforms, "brightness_contrast", lambda x, alpha, beta: seen.update(a=alpha, b=beta) or x
+    )
+    monkeypatch.setattr(transforms, "shift_hsv", lambda x, h, s, v: seen.update(h=h, s=s, v=v) or x)
+    draws = []
+    t = DepthTransform(crop=None, cutdepth_every=0, flip_p=0.0, photometric_p=1.0, seed=5)
+    for _ in range(200):
+        seen.clear()
+        t(room)
+        draws.append(dict(seen))
+    for key, low, high in (
+        ("a", 0.8, 1.2),
+        ("b", -0.2, 0.2),
+        ("h", -20 / 180, 20 / 180),
+        ("s", -30 / 255, 30 / 255),
+        ("v", -20 / 255, 20 / 255),
+    ):
+        values = np.array([d[key] for d in draws])
+        assert values.min() >= low and values.max() <= high, key
+        assert values.min() < low + 0.1 * (high - low) and values.max() > high - 0.1 * (high - low), key

@@ -128,14 +128,61 @@ class _Random:
         return int(torch.randint(0, high + 1, (), generator=self._gen()))
 
 
+def brightness_contrast(image: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """albumentations' RandomBrightnessContrast (brightness_by_max): ``image * alpha + beta``, clipped to
+    [0, 1]: the contrast scales about 0 (not the mean), the brightness shifts by a fraction of the range."""
+    return (image * alpha + beta).clamp(0, 1)
+
+
+def _rgb_to_hsv(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(3, H, W) RGB in [0, 1] -> hue in [0, 1) (fraction of the circle), saturation, value (OpenCV's HSV)."""
+    r, g, b = image.unbind(-3)
+    maxc, minc = image.amax(-3), image.amin(-3)
+    delta = maxc - minc
+    saturation = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
+    safe = delta.clamp_min(1e-12)
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    hue = torch.where(r == maxc, bc - gc, torch.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    return hue, saturation, maxc
+
+
+def _hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    sector = torch.floor(hue * 6.0)
+    f = hue * 6.0 - sector
+    p = value * (1.0 - saturation)
+    q = value * (1.0 - saturation * f)
+    t = value * (1.0 - saturation * (1.0 - f))
+    index = (sector.long() % 6).unsqueeze(0)
+    options = {  # per sector: (r, g, b)
+        "r": torch.stack((value, q, p, p, t, value)),
+        "g": torch.stack((t, value, value, q, p, p)),
+        "b": torch.stack((p, p, t, value, value, q)),
+    }
+    return torch.cat([options[c].gather(0, index) for c in "rgb"])
+
+
+def shift_hsv(image: torch.Tensor, hue: float, saturation: float, value: float) -> torch.Tensor:
+    """albumentations' HueSaturationValue: additive shifts in OpenCV's HSV, hue a fraction of the circle
+    (wrapping), saturation and value fractions of their [0, 1] range (clipped)."""
+    h, s, v = _rgb_to_hsv(image)
+    h = (h + hue) % 1.0
+    s = (s + saturation).clamp(0, 1)
+    v = (v + value).clamp(0, 1)
+    return _hsv_to_rgb(h, s, v)
+
+
 class DepthTransform:
     """NYU-style depth augmentation (GLPDepth / AiT).
 
     Train: on every ``cutdepth_every``-th sample a CutDepth strip (RGB columns replaced by the depth, scaled
     by ``1 / max_depth`` into [0, 1] since our RGB is in [0, 1]) before the flip and crop; horizontal flip
-    (p ``flip_p``); random crop to ``crop`` (h, w); then, with p 0.5 each, brightness/contrast (±0.2),
-    gamma (0.8–1.2) and hue/saturation/value jitter (hue ±20/180 of the circle, saturation ×(1 ± 0.25),
-    value ±20/255), after albumentations' defaults that GLPDepth uses. Test: no augmentation.
+    (p ``flip_p``); random crop to ``crop`` (h, w); then, with p 0.5 each, the original's albumentations
+    defaults in their forms: brightness/contrast ``x * (1 + U(-0.2, 0.2)) + U(-0.2, 0.2)``
+    (`brightness_contrast`), gamma ``x ** U(0.8, 1.2)``, and additive HSV shifts (`shift_hsv`): hue
+    U(-20, 20)/180 of the circle, saturation U(-30, 30)/255, value U(-20, 20)/255. The original applies them
+    to uint8 images (look-up tables that truncate to whole levels); here they act on [0, 1] floats.
+    Test: no augmentation.
 
     Output: ``image`` float32 (3,H,W) in [0,1] (no mean/std), ``depth`` float32 (1,H,W), ``depth_complete``
     if the input has it, ``image_id``.
@@ -196,16 +243,15 @@ class DepthTransform:
 
     def _photometric(self, image: torch.Tensor) -> torch.Tensor:
         rng, p = self.rng, self.photometric_p
-        if rng.chance(p):
-            image = F.adjust_brightness(image, rng.uniform(0.8, 1.2))
-            image = F.adjust_contrast(image, rng.uniform(0.8, 1.2))
-        if rng.chance(p):
-            image = F.adjust_gamma(image, rng.uniform(0.8, 1.2))
-        if rng.chance(p):
-            image = F.adjust_hue(image, rng.uniform(-20 / 180, 20 / 180))
-            image = F.adjust_saturation(image, rng.uniform(0.75, 1.25))
-            image = (image + rng.uniform(-20 / 255, 20 / 255)).clamp(0, 1)
-        return image
+        if rng.chance(p):  # RandomBrightnessContrast(): contrast_limit 0.2, brightness_limit 0.2
+            alpha = 1.0 + rng.uniform(-0.2, 0.2)
+            image = brightness_contrast(image, alpha, rng.uniform(-0.2, 0.2))
+        if rng.chance(p):  # RandomGamma(): gamma_limit (80, 120) / 100
+            image = image.clamp(0, 1) ** rng.uniform(0.8, 1.2)
+        if rng.chance(p):  # HueSaturationValue(): shift limits 20, 30, 20 of OpenCV's 180 / 255 / 255
+            hue = rng.uniform(-20, 20) / 180
+            image = shift_hsv(image, hue, rng.uniform(-30, 30) / 255, rng.uniform(-20, 20) / 255)
+        return tv_tensors.Image(image)
 
 
 class InstanceTransform:
