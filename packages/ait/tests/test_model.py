@@ -495,3 +495,41 @@ def test_under_autocast_only_the_backbone_runs_in_half_precision(parallel):
         memory = solver.encode_images(batch["image"])
         logits = solver.teacher_forced_logits(memory, torch.zeros(2, 16, dtype=torch.long), "depth", 16)
     assert memory.tokens.dtype == torch.float32 and logits.dtype == torch.float32
+
+
+def test_masks_are_pasted_into_the_unclipped_boxes(joint_solver, monkeypatch):
+    """As the original's decode_mask: the mask fills the predicted box even where the box leaves the image;
+    only the reported box is clipped. A box clipped first would squeeze the whole mask into the image."""
+    import ait.model.instance_head as instance_head_module
+    from ait_decoder.sequences import parse_instances
+
+    solver = joint_solver.eval()
+    with torch.no_grad():
+        memory = solver.encode_images(torch.randn(2, 3, SIZE, SIZE))
+        length = solver.instance_head.length
+        out = solver.decoder.generate(
+            memory,
+            "insseg",
+            length,
+            allowed=solver.vocab.allowed_ranges("insseg", length),
+            strategy="top_p",
+            generator=torch.Generator().manual_seed(0),
+        )
+    pasted, original = [], instance_head_module.paste_masks
+
+    def spy(masks, boxes, *args, **kwargs):
+        pasted.append(boxes.clone())
+        return original(masks, boxes, *args, **kwargs)
+
+    monkeypatch.setattr(instance_head_module, "paste_masks", spy)
+    height = SIZE // 4  # the real image covers the top quarter of the canvas
+    ours = solver.instance_head.parse(out.ids, out.logits, scale=1.0, orig_size=(height, SIZE))
+    clipped_any = False
+    for b in range(2):
+        ref = parse_instances(out.ids[b], out.logits[b], solver.vocab, SIZE)["boxes"]
+        torch.testing.assert_close(pasted[b], ref)  # unclipped
+        torch.testing.assert_close(
+            ours[b]["boxes"][:, 1::2], ref[:, 1::2].clamp(0, height)
+        )  # reported: clipped
+        clipped_any |= bool((ref[:, 3] > height).any())
+    assert clipped_any  # the case that tells the two apart occurs

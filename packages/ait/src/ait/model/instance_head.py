@@ -276,11 +276,14 @@ class InstanceHead(nn.Module):
                 height, width = int(sizes[b][0]), int(sizes[b][1])
             else:
                 height, width = round(self.canvas / float(scales[b])), round(self.canvas / float(scales[b]))
+            # the mask fills the predicted box, also where the box leaves the image (the original pastes
+            # into the unclipped box); only the reported box is clipped
+            pasted = paste_masks(masks[b], image_boxes, height, width).cpu() if masks is not None else None
             image_boxes[:, 0::2] = image_boxes[:, 0::2].clamp(0, width)
             image_boxes[:, 1::2] = image_boxes[:, 1::2].clamp(0, height)
             result = {"boxes": image_boxes.cpu(), "labels": labels[b].cpu(), "scores": scores[b].cpu()}
-            if masks is not None:
-                result["masks"] = paste_masks(masks[b], image_boxes, height, width).cpu()
+            if pasted is not None:
+                result["masks"] = pasted
             results.append(result)
         return results
 
