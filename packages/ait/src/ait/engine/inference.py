@@ -52,7 +52,7 @@ def load_solver(
         if cfg is None and overrides:
             name, _ = infer_original_config(original, str(checkpoint))
             cfg = create_config(name)
-        if cfg is not None:
+        if cfg is not None and overrides:
             cfg = apply_overrides(copy.deepcopy(cfg), overrides).validate()
         return load_original_solver(checkpoint, cfg, device, state=original)
     state = load_checkpoint(checkpoint, map_location="cpu")
