@@ -52,3 +52,38 @@ def test_a_rank_without_a_tasks_images_gets_none_of_it_with_loader_workers():
     a, b = rank1_workers.next_batch(), rank1.next_batch()
     assert set(a) == set(b) == {"depth", "insseg"}
     torch.testing.assert_close(a["depth"]["depth"], b["depth"]["depth"], rtol=0, atol=0)
+
+
+def test_coco_training_drops_images_without_annotations_or_under_32_px_as_mmdet(tmp_path):
+    """mmdet's CocoDataset (filter_empty_gt=True, min_size=32) trains on 117,266 of COCO's 118,287 train
+    images; evaluation keeps every image."""
+    import json
+
+    from ait_data import SyntheticRooms, write_coco
+
+    rooms = SyntheticRooms(length=5, height=64, width=64, seed=3, split="train", num_objects=(1, 3))
+    ann_file = write_coco(rooms, tmp_path, range(5))
+    coco = json.loads(ann_file.read_text())
+    ids = [image["id"] for image in coco["images"]]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != ids[1]]  # no annotation
+    for annotation in coco["annotations"]:  # an image with crowd regions only is kept
+        annotation["iscrowd"] = int(annotation["image_id"] == ids[2])
+    coco["images"][3]["width"] = 31  # too small (never read: it is dropped)
+    from PIL import Image
+
+    Image.new("RGB", (31, 64)).save(tmp_path / "images" / coco["images"][3]["file_name"])
+    ann_file.write_text(json.dumps(coco))
+    cfg = create_config(
+        "cpu_insseg_tiny",
+        {
+            "data.dataset": "coco",
+            "data.coco_root": str(tmp_path),
+            "data.coco_train_images": "images",
+            "data.coco_train_ann": str(ann_file.relative_to(tmp_path)),
+            "data.coco_val_images": "images",
+            "data.coco_val_ann": str(ann_file.relative_to(tmp_path)),
+        },
+    )
+    train = build_raw_dataset(cfg, "insseg", "train")
+    assert [train[i]["image_id"] for i in range(len(train))] == [ids[0], ids[2], ids[4]]
+    assert len(build_raw_dataset(cfg, "insseg", "val")) == 5

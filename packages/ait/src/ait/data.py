@@ -96,7 +96,24 @@ def _coco(cfg: Config, split: str) -> Dataset:
     ann_file = _require(
         root / ann, "COCO annotation file", "data.coco_train_ann" if split == "train" else "data.coco_val_ann"
     )
-    return CocoInstances(str(image_dir), str(ann_file))
+    dataset = CocoInstances(str(image_dir), str(ann_file))
+    if split == "train":
+        drop_images_without_annotations(dataset)
+    return dataset
+
+
+def drop_images_without_annotations(dataset, min_size: int = 32) -> None:
+    """Train only on images with at least one annotation (crowd regions count) and both sides >= `min_size`:
+    mmdet's CocoDataset in training (filter_empty_gt=True, min_size=32), which the original trains with
+    (COCO train2017: 117,266 of 118,287 images). Filters `dataset.image_ids` of a `CocoInstances` in place."""
+    coco = dataset.coco
+    with_annotations = {annotation["image_id"] for annotation in coco.anns.values()}
+    dataset.image_ids = [
+        image_id
+        for image_id in dataset.image_ids
+        if image_id in with_annotations
+        and min(coco.imgs[image_id]["width"], coco.imgs[image_id]["height"]) >= min_size
+    ]
 
 
 def build_raw_dataset(cfg: Config, task: str, split: str) -> Dataset:
