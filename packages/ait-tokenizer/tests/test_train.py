@@ -123,6 +123,14 @@ def test_command_line_overrides(tmp_path):
     assert saved["batch_size"] == 2 and saved["max_steps"] == 1
 
 
+def test_a_global_batch_that_does_not_split_over_the_processes_is_refused():
+    from ait_tokenizer.train import per_process_batch
+
+    assert per_process_batch(512, 8) == 64 and per_process_batch(8, 1) == 8
+    with pytest.raises(ValueError, match=r"batch_size=6 .* over 4 processes.*one of \[4, 8, 12"):
+        per_process_batch(6, 4)
+
+
 def test_unknown_data_is_a_clear_error(tmp_path):
     cfg = TokenizerTrainConfig(tokenizer="depth-small", data="maskcoco", **TINY_DEPTH)
     with pytest.raises(ValueError, match="'synthetic' or 'nyu', got 'maskcoco'"):
@@ -130,12 +138,17 @@ def test_unknown_data_is_a_clear_error(tmp_path):
 
 
 def test_two_process_training_keeps_ranks_identical(tmp_path):
-    """The torchrun path (env://, gloo): averaged gradients and all-reduced EMA keep one model."""
+    """The torchrun path (env://, gloo): averaged gradients and all-reduced EMA keep one model.
+
+    batch_size is global, as the original's (batch_size // world_size per GPU): one epoch of 16 maps in
+    global batches of 4 is 4 steps on 2 processes too (2 maps each), the schedule the config describes."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = {**TINY_DEPTH, "tokenizer": "depth-small", "train_size": 16, "max_steps": 3}
+    config = {**TINY_DEPTH, "tokenizer": "depth-small", "train_size": 16, "epochs": 1}
     mp.spawn(train_worker, args=(2, port, config, str(tmp_path / "run"), str(tmp_path)), nprocs=2)
+    records = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
+    assert max(r["step"] for r in records if "step" in r) == 16 // 4
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for name, tensor in rank0["state"].items():
         assert torch.equal(tensor, rank1["state"][name]), name

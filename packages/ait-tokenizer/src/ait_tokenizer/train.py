@@ -72,7 +72,9 @@ class TokenizerTrainConfig:
     # optimisation
     epochs: int = 20
     max_steps: int | None = None  # stop after this many steps in all (the schedule still spans `epochs`)
-    batch_size: int = 8  # per process
+    # global: maps per optimiser step over all processes, split evenly (the original's batch_size //
+    # world_size per GPU), so a config's step-based schedule is the same on any number of processes
+    batch_size: int = 8
     optimizer: str = "adam"  # "adam" | "adamw"
     lr: float = 3e-4
     weight_decay: float = 0.0
@@ -296,6 +298,17 @@ def setup_runtime(device: str = "auto") -> Runtime:
         device=torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"),
         distributed=True,
     )
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """Each process's share of the global `batch_size`; ValueError when it does not split evenly."""
+    if batch_size % world_size:
+        multiples = ", ".join(str(world_size * k) for k in range(1, 4))
+        raise ValueError(
+            f"tokenizer training config: batch_size={batch_size} is the global batch, split evenly over "
+            f"{world_size} processes; expected a multiple of {world_size}: one of [{multiples}, ...]"
+        )
+    return batch_size // world_size
 
 
 def average_gradients(model: torch.nn.Module, world_size: int) -> None:
@@ -622,11 +635,10 @@ def _run_training(cfg: TokenizerTrainConfig, out_dir: Path) -> tuple[VQVAETokeni
     saved_state = None
     if cfg.resume and (out_dir / STATE_FILE).is_file():
         saved_state = _read_state(out_dir, tokenizer, cfg)
+    local_batch = per_process_batch(cfg.batch_size, runtime.world_size)
     train_set, val_set = build_datasets(cfg, tokenizer.kind, size)
-    if len(train_set) < cfg.batch_size * runtime.world_size:
-        raise ValueError(
-            f"training set has {len(train_set)} samples, fewer than one step's {cfg.batch_size * runtime.world_size}"
-        )
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(f"training set has {len(train_set)} samples, fewer than one step's {cfg.batch_size}")
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     optimizer = optimizer_class(tokenizer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -638,7 +650,7 @@ def _run_training(cfg: TokenizerTrainConfig, out_dir: Path) -> tuple[VQVAETokeni
         seed=cfg.seed,
         drop_last=True,
     )
-    steps_per_epoch = len(sampler) // cfg.batch_size
+    steps_per_epoch = len(sampler) // local_batch
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -667,7 +679,7 @@ def _run_training(cfg: TokenizerTrainConfig, out_dir: Path) -> tuple[VQVAETokeni
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         order = list(sampler)
-        batches = [order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
+        batches = [order[i * local_batch : (i + 1) * local_batch] for i in range(steps_per_epoch)]
         loader = DataLoader(
             train_set,
             batch_sampler=batches[step_in_epoch:],
