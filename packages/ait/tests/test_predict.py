@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import ait
@@ -192,7 +194,7 @@ def test_batch_size_changes_nothing_for_depth_and_matches_the_api(checkpoint, so
     out = tmp_path / "out"
     argv = [
         "predict",
-        str(NYU_IMAGES),
+        str(NYU_IMAGES / "image_*.png"),
         "--checkpoint",
         str(checkpoint),
         "--out",
@@ -202,7 +204,7 @@ def test_batch_size_changes_nothing_for_depth_and_matches_the_api(checkpoint, so
     ]
     code, _, err = _run(argv, capsys)
     assert code == 0, err
-    paths = sorted(NYU_IMAGES.glob("*.png"))
+    paths = sorted(NYU_IMAGES.glob("image_*.png"))
     expected = solver.predict(paths, batch_size=3)
     detections = json.loads((out / "coco_results.json").read_text())
     ids = {
@@ -234,3 +236,62 @@ def test_eval_and_predict_need_no_config_and_take_options_on_top(checkpoint, tmp
         capsys,
     )
     assert code == 2 and "model.tasks" in err and err.startswith("ait: error:")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["a", "b", "room"]), max_size=2).map(tuple),  # folders
+            st.sampled_from(["room", "a", "0001", "b"]),  # stems
+            st.sampled_from([".jpg", ".png", ".JPG"]),
+        ),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    )
+)
+def test_output_names_never_collide_and_never_name_an_input(tmp_path_factory, files):
+    from ait.predict import plan_outputs
+
+    root = tmp_path_factory.mktemp("tree")
+    paths = []
+    for folders, stem, suffix in files:
+        path = root.joinpath(*folders, stem + suffix)
+        if path.exists():  # ".jpg" and ".JPG" are one file on case-insensitive filesystems
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16)).save(path, format="PNG")
+        paths.append(path)
+    out = root  # the hardest case: predictions written among the photos
+    planned, skipped = plan_outputs(paths, out, warn=lambda message: None)
+    assert not skipped and [item.path for item in planned] == paths
+    outputs = [
+        item.out_dir / f"{item.name}{suffix}"
+        for item in planned
+        for suffix in ("_depth.npy", "_depth.png", "_depth_color.png", "_instances.png")
+    ]
+    assert len(set(outputs)) == len(outputs)
+    assert not {o.resolve() for o in outputs} & {p.resolve() for p in paths}
+    assert len({item.image_id for item in planned}) == len(planned)
+    assert len({item.file_name for item in planned}) == len(planned)
+
+
+def test_images_are_read_one_batch_at_a_time_with_a_progress_bar(solver, tmp_path, monkeypatch, capsys):
+    import ait.engine.inference as inference
+    from ait.predict import predict_to_folder
+
+    events = []
+    read = inference.load_image
+    monkeypatch.setattr(inference, "load_image", lambda path: events.append("read") or read(path))
+    predict = solver.predict_arrays
+    monkeypatch.setattr(
+        solver, "predict_arrays", lambda *a, **k: events.append("predict") or predict(*a, **k)
+    )
+    done = predict_to_folder(
+        solver, [str(NYU_IMAGES / "image_*.png")], tmp_path / "out", batch_size=2, progress=True
+    )
+    assert len(done["images"]) == 5
+    assert events == ["read", "read", "predict", "read", "read", "predict", "read", "predict"]
+    err = capsys.readouterr().err
+    assert "ait predict" in err and "5/5" in err
