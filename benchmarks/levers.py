@@ -2,6 +2,7 @@
 
     python benchmarks/levers.py list
     python benchmarks/levers.py run LEVER [--steps 2000] [--threads 1] [--seed 0] --tokenizers DIR --out DIR
+    torchrun --nproc-per-node 2 benchmarks/levers.py run LEVER --threads 1 ...   (two one-thread processes)
     python benchmarks/levers.py table benchmarks/levers/*.json
 
 Each lever is `cpu_joint_demo` with a few options changed (LEVERS below), trained from scratch over the demo's
@@ -9,7 +10,8 @@ tokenizers (a demo run's `tokenizers/` folder: `ait demo --out DIR` writes DIR/t
 budget with its own warm-up and decay (never a snapshot of a longer run), and scored on the demo's 64
 held-out rooms: box AP, AP50, mask AP (COCO, pycocotools) and depth RMSE. One JSON per run (`LEVER_sSEED.json`);
 `table` prints the Markdown table of benchmarks/README.md. Seeded: the same command gives the same
-figures on one machine; the minutes are wall time of this machine at the time (one thread per run).
+figures on one machine; the minutes are the training's CPU time (one thread per process: what the run costs
+an idle core; wall time on a shared machine also counts the neighbours).
 """
 
 from __future__ import annotations
@@ -60,12 +62,12 @@ def _point(cfg, metrics: dict, trained, eval_s: float) -> dict:
     }
 
 
-def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: Path) -> dict:
+def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: Path) -> dict | None:
     import torch
 
     from ait.data import build_eval_loader
     from ait.demo import _mean_train_depth, demo_configs
-    from ait.engine import evaluate_solver
+    from ait.engine import cleanup_distributed, evaluate_solver, init_distributed
     from ait.engine.curriculum import train_with_curriculum
     from ait.evaluation import mean_depth_baseline
 
@@ -78,7 +80,11 @@ def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: 
         if not path.is_file():
             sys.exit(f"levers: error: {path} is missing; pass --tokenizers DIR/tokenizers of a demo run")
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix=f"ait_lever_{lever}_") as tmp:
+    dist_info = init_distributed("cpu")  # under torchrun: one process per rank, the global batch split
+    # every rank must train in the same folder: rank 0's name, agreed through the environment's seed
+    tmp_root = Path(tempfile.gettempdir()) / f"ait_lever_{lever}_s{seed}_{steps}"
+    with tempfile.TemporaryDirectory(prefix=f"ait_lever_{lever}_") as own_tmp:
+        tmp = tmp_root if dist_info.world_size > 1 else Path(own_tmp)
         base = [
             f"optim.max_iters={steps}",
             f"optim.warmup_iters={max(1, steps // 20)}",
@@ -97,24 +103,36 @@ def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: 
             resolved.append(f"{key}={value}")
         _, _, solver_cfg = demo_configs(tmp, cfg_options=base + resolved)
         cfg = solver_cfg(depth_ckpt, mask_ckpt)
-        trainer, trained = train_with_curriculum(cfg, evaluate=False)
+        cpu_start = time.process_time()
+        trainer, trained = train_with_curriculum(cfg, evaluate=False, dist_info=dist_info)
+        # CPU seconds of this process: with one thread, what the run costs an idle core, whatever else the
+        # machine was doing (wall minutes on a shared machine measure the neighbours too)
+        train_cpu_minutes = (time.process_time() - cpu_start) / 60
         solver = trainer.model.eval()
+        cleanup_distributed()  # every rank leaves together; rank 0 evaluates alone
+        if not dist_info.is_main:
+            return None
         start = time.perf_counter()
         metrics = evaluate_solver(cfg, solver)
         eval_s = time.perf_counter() - start
         baseline = mean_depth_baseline(_mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval)
+    suffix = f"_p{dist_info.world_size}" if dist_info.world_size > 1 else ""
+    if suffix:
+        note += f"; {dist_info.world_size} one-thread processes (DDP, gloo) share each step's batch"
     result = {
-        "lever": lever,
+        "lever": lever + suffix,
         "note": note,
         "cfg_options": resolved,
         "steps": steps,
         "seed": seed,
         "torch_threads": threads,
+        "processes": dist_info.world_size,
         "baseline_rmse": baseline["rmse"],
+        "train_cpu_minutes": train_cpu_minutes,
         **_point(cfg, metrics, trained, eval_s),
     }
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{lever}_s{seed}.json"
+    path = out / f"{lever}{suffix}_s{seed}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result), flush=True)
     return result
@@ -135,7 +153,8 @@ def table(paths: list[Path]) -> str:
         return text
 
     lines = [
-        "| lever | what changes | steps | seeds | box AP | box AP50 | mask AP | depth RMSE (x mean) | train min |",
+        "| lever | what changes | steps | seeds | box AP | box AP50 | mask AP | depth RMSE (x mean) "
+        "| train CPU min |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = [name for name in LEVERS if name in runs] + sorted(set(runs) - set(LEVERS))
@@ -151,7 +170,7 @@ def table(paths: list[Path]) -> str:
             f"| {cell(get('box_ap'), 100, '.1f', ' %')} | {cell(get('box_ap50'), 100, '.1f', ' %')} "
             f"| {cell(get('mask_ap'), 100, '.1f', ' %')} "
             f"| {cell(get('depth_rmse'), 1, '.3f', ' m')} ({statistics.median(ratio):.2f}x) "
-            f"| {cell(get('train_minutes'), 1, '.1f', '')} |"
+            f"| {cell([r.get('train_cpu_minutes', float('nan')) for r in results], 1, '.1f', '')} |"
         )
     return "\n".join(lines)
 

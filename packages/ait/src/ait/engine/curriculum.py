@@ -87,7 +87,10 @@ def train_with_curriculum(cfg: Config, resume: bool | str | None = None, **train
     if not final.is_file():
         detection = Trainer(det_cfg, **trainer_kwargs)
         detection.train(resume=resume)
-        _save_weights(detection.model, final)
+        if detection.dist.is_main:
+            _save_weights(detection.model, final)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank reads the file next
         detection_model = detection.model
         del detection
     else:
