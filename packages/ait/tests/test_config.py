@@ -222,6 +222,10 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
         ("loss.silog_lambda=1.5", r"loss.silog_lambda: expected in \[0, 1\]"),
         ("seed=-1", r"seed: expected >= 0"),
         ("data.synthetic_seed=-3", r"data.synthetic_seed: expected >= 0"),
+        (
+            "data.crop_size=60,60",
+            r"data.crop_size: expected sides that are multiples of the backbone's stride",
+        ),
         ("model.object_order=size", r"model.object_order: expected one of \('random', 'area', 'raster'\)"),
     ],
 )

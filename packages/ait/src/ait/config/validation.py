@@ -37,6 +37,19 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _backbone_stride(m) -> int | None:
+    """Total stride of model.backbone's preset (patch size x 2 per later stage); None if not a preset name."""
+    from ait_backbone import get_preset
+
+    try:
+        preset = get_preset(
+            m.backbone, **{k: v for k, v in m.backbone_overrides.items() if k == "patch_size"}
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+    return preset.patch_size * 2 ** (len(preset.depths) - 1)
+
+
 def global_images_per_step(cfg: Config) -> int:
     """Images of all tasks in one global batch (what every optimiser step consumes over all processes)."""
     tasks = set(cfg.model.tasks)
@@ -136,6 +149,20 @@ def validate_config(cfg: Config) -> None:
         f"at most data.image_size {d.image_size}",
         d.crop_size,
     )
+    stride = _backbone_stride(m)
+    if stride:  # the backbone's feature map must tile the image exactly (a named preset tells its stride)
+        for key, size in (
+            ("data.crop_size", d.crop_size),
+            ("model.depth_size", m.depth_size),
+            ("model.canvas", (m.canvas, m.canvas)),
+        ):
+            _check(
+                all(s % stride == 0 for s in size),
+                key,
+                f"sides that are multiples of the backbone's stride {stride} ({m.backbone}), e.g. "
+                f"{tuple(max(stride, round(s / stride) * stride) for s in size)}",
+                size if key != "model.canvas" else m.canvas,
+            )
     _check(0 < d.scale_range[0] <= d.scale_range[1], "data.scale_range", "0 < low <= high", d.scale_range)
     _check(d.synthetic_train_length >= 1, "data.synthetic_train_length", ">= 1", d.synthetic_train_length)
     _check(d.synthetic_val_length >= 1, "data.synthetic_val_length", ">= 1", d.synthetic_val_length)
@@ -185,7 +212,12 @@ def validate_config(cfg: Config) -> None:
     phase = cfg.curriculum.detection_iters
     _check(_is_int(phase) and phase >= 0, "curriculum.detection_iters", "an int >= 0", phase)
     if phase:
-        _check("insseg" in m.tasks, "curriculum.detection_iters", "0 without task insseg (nothing follows)", phase)
+        _check(
+            "insseg" in m.tasks,
+            "curriculum.detection_iters",
+            "0 without task insseg (nothing follows)",
+            phase,
+        )
         _check(
             phase < o.max_iters,
             "curriculum.detection_iters",
