@@ -161,14 +161,16 @@ def output_files(out_dir: Path, name: str, *, depth: bool, instances: bool) -> d
 def _write_output(prediction: Prediction, kind: str, handle) -> None:
     from PIL import Image
 
+    # zlib level 1: a third of the default's encoding time for files a few percent larger (encoding was half
+    # of `ait predict`'s time per image)
     if kind == "depth_npy":
         np.save(handle, prediction.depth.astype(np.float32))
     elif kind == "depth_png":
-        Image.fromarray(prediction.depth_png()).save(handle, format="PNG")
+        Image.fromarray(prediction.depth_png()).save(handle, format="PNG", compress_level=1)
     elif kind == "depth_color":
-        Image.fromarray(prediction.depth_color()).save(handle, format="PNG")
+        Image.fromarray(prediction.depth_color()).save(handle, format="PNG", compress_level=1)
     else:
-        Image.fromarray(prediction.overlay()).save(handle, format="PNG")
+        Image.fromarray(prediction.overlay()).save(handle, format="PNG", compress_level=1)
 
 
 def _atomic_write(path: Path, write) -> None:
