@@ -170,8 +170,14 @@ def plan_outputs(
         stems[(rel.parent, rel.stem)] = stems.get((rel.parent, rel.stem), 0) + 1
     ids = _image_ids(images)
     planned = []
+    taken: set[tuple[Path, str]] = set()
     for path, rel, (width, height), image_id in zip(images, relative, sizes, ids, strict=True):
         name = rel.stem if stems[(rel.parent, rel.stem)] == 1 else f"{rel.stem}_{rel.suffix.lstrip('.')}"
+        base, count = name, 1
+        while (rel.parent, name) in taken:  # a.jpg, a.png and a_jpg.png in one folder
+            count += 1
+            name = f"{base}_{count}"
+        taken.add((rel.parent, name))
         planned.append(
             PlannedImage(
                 path=path,
