@@ -8,6 +8,7 @@
     nox -s bench         the benchmark suite (writes benchmarks/results/)
     nox -s bench_check   the regression check against benchmarks/baseline.json
     nox -s ablations     the paper's ablations at small scale
+    nox -s paper_smoke   every paper config at paper size on the CPU: one step + one evaluation each (hours)
     nox -s faults        the fault suite alone (also part of `tests`; see docs/RELIABILITY.md)
     nox -s install_alone each package installed alone with plain pip into a fresh venv, then imported
 
@@ -176,3 +177,13 @@ def bench_check(session: nox.Session) -> None:
 def ablations(session: nox.Session) -> None:
     _install(session, ["ait"], extras="bench")
     session.run("python", "benchmarks/ablations.py", *session.posargs)
+
+
+@nox.session
+def paper_smoke(session: nox.Session) -> None:
+    """The nine paper configs at paper size on the CPU: a training step (fp32, bf16) and an evaluation
+    pass each, with original-format weights through the converter. Hours on 2 cores, so not in CI; the last
+    result is committed in benchmarks/paper_smoke/ (see benchmarks/README.md)."""
+    _install(session, ["ait"], extras="bench")
+    session.install("pytest", env=UV_ENV)  # the original's modules are restated in a test module
+    session.run("python", "benchmarks/paper_smoke.py", *session.posargs)
