@@ -9,13 +9,14 @@ import pytest
 import torch
 
 
-def save_untrained_run(run_dir, name="cpu_joint_tiny", step=1, config_json=None):
-    """A run folder with one solver checkpoint of config `name` (untrained weights: the mechanics only)."""
+def save_untrained_run(run_dir, name="cpu_joint_tiny", step=1, config_json=None, overrides=None):
+    """A run folder with one solver checkpoint of config `name` + `overrides` (untrained weights: the
+    mechanics only); `config_json` replaces the config saved in it."""
     from ait.config import create_config
     from ait.engine import CHECKPOINT_FORMAT
     from ait.model import build_task_solver
 
-    cfg = create_config(name, {"work_dir": str(run_dir)})
+    cfg = create_config(name, {"work_dir": str(run_dir), **(overrides or {})})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_task_solver(cfg)
@@ -35,5 +36,5 @@ def save_untrained_run(run_dir, name="cpu_joint_tiny", step=1, config_json=None)
 
 @pytest.fixture(scope="session")
 def untrained_run():
-    """save_untrained_run(run_dir, name="cpu_joint_tiny", step=1, config_json=None) -> checkpoint path."""
+    """save_untrained_run(run_dir, name, step, config_json, overrides) -> the checkpoint's path."""
     return save_untrained_run

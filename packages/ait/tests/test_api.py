@@ -191,3 +191,33 @@ def test_a_saved_config_with_unknown_keys_names_the_key_and_the_file(tmp_path, c
 def test_a_folder_without_checkpoints_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"holds no checkpoint.*checkpoints/iter_\*\.pt"):
         ait.load(tmp_path, device="cpu")
+
+
+def test_a_detection_model_gives_boxes_without_masks(tmp_path, untrained_run, capsys):
+    from pycocotools.coco import COCO
+
+    from ait.cli import main
+
+    detection = {"model.tasks": ("det",), "model.mask_tokenizer": None}
+    path = untrained_run(tmp_path / "det", name="cpu_insseg_tiny", overrides=detection)
+    solver = ait.load(path, device="cpu")
+    result = solver.predict(ROOM)
+    assert result.depth is None and result.instances.masks is None and len(result.instances) > 0
+    with pytest.raises(ValueError, match="boxes only"):
+        result.instances.rle()
+    assert "segmentation" not in result.instances.to_coco(1)[0]
+    assert result.plot().size == (80, 48)  # the overlay alone
+    image = tmp_path / "room.png"
+    Image.fromarray(ROOM).save(image)
+    out = tmp_path / "out"
+    assert main(["predict", str(image), "--checkpoint", str(path), "--out", str(out)]) == 0, (
+        capsys.readouterr()
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ait_predict.json",
+        "coco_images.json",
+        "coco_results.json",
+        "room_instances.png",
+    ]
+    results = COCO(str(out / "coco_images.json")).loadRes(str(out / "coco_results.json"))
+    assert len(results.getAnnIds()) == len(result.instances)
