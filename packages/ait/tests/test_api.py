@@ -48,7 +48,7 @@ def test_every_kind_of_input_gives_the_same_prediction(solver, tmp_path):
         Image.open(path),
         ROOM,
         torch.from_numpy(ROOM).permute(2, 0, 1),  # uint8 (3, H, W)
-        torch.from_numpy(ROOM).permute(2, 0, 1).float() / 255,  # float (3, H, W) in [0, 1]
+        torch.from_numpy(ROOM).permute(2, 0, 1).double() / 255,  # float (3, H, W) in [0, 1]
         np.concatenate([ROOM, np.full((48, 80, 1), 255, np.uint8)], axis=-1),  # RGBA: alpha dropped
     ]
     for image in inputs:

@@ -283,7 +283,10 @@ def _tensor_to_array(tensor: torch.Tensor) -> np.ndarray:
         raise ValueError(
             f"expected an image tensor (3, H, W) (a batch: (B, 3, H, W)), received {tuple(tensor.shape)}"
         )
-    return _numpy_to_array(tensor.detach().cpu().permute(1, 2, 0).numpy())
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()  # numpy has no bfloat16
+    return _numpy_to_array(tensor.permute(1, 2, 0).numpy())
 
 
 def _flatten_inputs(images: ImageInput | Sequence[ImageInput]) -> tuple[list[ImageInput], bool]:
@@ -322,9 +325,10 @@ class Solver:
         )
 
     def predict(
-        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 8
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 1
     ) -> Prediction | list[Prediction]:
-        """Predict one image (returns a `Prediction`) or several (a list, run `batch_size` at a time).
+        """Predict one image (returns a `Prediction`) or several (a list, run `batch_size` at a time; the
+        default 1 gives the numbers `ait predict` gives by default, a larger batch is faster on a GPU).
 
         Instances are sampled (nucleus sampling, `model.top_p`) with a generator seeded from the config's
         seed at each batch, so a result depends only on the images of its batch: the same call gives the
