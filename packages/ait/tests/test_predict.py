@@ -303,3 +303,10 @@ def test_images_are_read_one_batch_at_a_time_with_a_progress_bar(solver, tmp_pat
     assert events == ["read", "read", "predict", "read", "read", "predict", "read", "predict"]
     err = capsys.readouterr().err
     assert "ait predict" in err and "5/5" in err
+
+
+def test_eval_out_never_replaces_the_checkpoint(checkpoint, capsys):
+    before = checkpoint.read_bytes()
+    code, _, err = _run(["eval", "--checkpoint", str(checkpoint), "--out", str(checkpoint)], capsys)
+    assert code == 2 and err.startswith("ait: error: --out") and str(checkpoint) in err
+    assert checkpoint.read_bytes() == before

@@ -228,6 +228,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ait.engine.inference import load_solver
 
     cfg = _checkpoint_config(args)
+    if args.out:  # before the (long) evaluation: --out never replaces the checkpoint or another one
+        from ait.outputs import check_output_file
+
+        check_output_file(args.out, "--out", inputs=[args.checkpoint])
     _check_device(args.device)
     dist_info = init_distributed(args.device)
     try:
