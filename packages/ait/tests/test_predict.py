@@ -310,3 +310,26 @@ def test_eval_out_never_replaces_the_checkpoint(checkpoint, capsys):
     code, _, err = _run(["eval", "--checkpoint", str(checkpoint), "--out", str(checkpoint)], capsys)
     assert code == 2 and err.startswith("ait: error: --out") and str(checkpoint) in err
     assert checkpoint.read_bytes() == before
+
+
+def test_a_failure_midway_keeps_what_was_predicted(solver, tmp_path, monkeypatch):
+    from ait.predict import predict_to_folder
+
+    predict = solver.predict_arrays
+    calls = []
+
+    def fail_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("the solver predicted 3 non-finite value(s)")
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(solver, "predict_arrays", fail_on_the_second_batch)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="non-finite"):
+        predict_to_folder(solver, [str(NYU_IMAGES / "image_*.png")], out, progress=False)
+    assert (out / "image_0_depth.npy").is_file() and not (out / "image_1_depth.npy").exists()
+    images = json.loads((out / "coco_images.json").read_text())["images"]
+    assert [image["file_name"] for image in images] == ["image_0.png"]
+    assert {d["image_id"] for d in json.loads((out / "coco_results.json").read_text())} == {images[0]["id"]}
+    assert "image_0_depth.npy" in json.loads((out / "ait_predict.json").read_text())["written"]
