@@ -3,14 +3,16 @@
     ait train swinv2b_480reso_depthonly --cfg-options data.nyu_root=data/nyu_depth_v2 \\
         model.task_heads.depth.vae_cfg.pretrained=vqvae_depth.safetensors
     torchrun --nproc-per-node 8 -m ait train swinv2b_480reso_depthonly --cfg-options ...
-    ait eval swinv2b_480reso_depthonly --checkpoint work_dirs/.../iter_0025250.pt
-    ait predict --checkpoint run/checkpoints/iter_0000600.pt room.png --out predictions/
+    ait train --resume work_dirs/swinv2b_480reso_depthonly      # the run's saved config, nothing repeated
+    ait eval --checkpoint work_dirs/swinv2b_480reso_depthonly     # its newest checkpoint and config
+    ait predict photos/ room.png --checkpoint work_dirs/swinv2b_480reso_depthonly --out predictions/
     ait tokenizer train ait_depth_vqvae --cfg-options nyu_root=data/nyu_depth_v2 --out vqvae_depth
     ait convert-original vqvae_depth.pt vqvae_depth.safetensors   # the original release's files
     ait demo
 
-Bad input (unknown config or key, wrong value type, missing dataset/checkpoint/image, an undecodable image,
-a checkpoint of another config, a NaN loss) ends with one `ait: error: ...` line and exit status 2.
+Bad input (unknown config or key, wrong value type, missing dataset/checkpoint/image, a folder without
+images, a checkpoint of another config, a NaN loss) ends with one `ait: error: ...` line and exit status 2;
+`ait predict` skips a file that is not an image with an `ait: warning:` line naming it.
 """
 
 from __future__ import annotations
