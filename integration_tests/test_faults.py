@@ -530,6 +530,7 @@ def test_the_reliability_table_lists_at_least_40_kinds_each_with_an_existing_tes
         "faults": "integration_tests/test_faults.py",
         "app": "packages/ait/tests/test_reliability.py",
         "tok": "packages/ait-tokenizer/tests/test_reliability.py",
+        "traps": "packages/ait/tests/test_traps.py",
     }
     rows = [line for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
     assert len(rows) >= 40

@@ -157,8 +157,10 @@ def test_bad_inputs_are_value_errors_naming_what_was_received(solver, image, mes
 
 
 def test_cfg_options_change_decoding_but_not_the_architecture(run_dir):
-    tuned = ait.load(run_dir, device="cpu", cfg_options=["model.top_p=0.9", "eval.flip=true"])
+    options = ["model.top_p=0.9", "eval.flip=true", "model.soft_lookup=torch", "model.object_order=area"]
+    tuned = ait.load(run_dir, device="cpu", cfg_options=options)
     assert tuned.config.model.top_p == 0.9 and tuned.config.eval.flip is True
+    assert tuned.config.model.soft_lookup == "torch"
     assert tuned.model.cfg.model.top_p == 0.9  # what the decoder reads
     with pytest.raises(ValueError, match=r"model\.d_model"):
         ait.load(run_dir, device="cpu", cfg_options={"model.d_model": 32})

@@ -3,6 +3,7 @@ handled as the picture / folder / key the user meant (docs/RELIABILITY.md, "Trap
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import signal
@@ -230,3 +231,250 @@ def test_tokenizer_encode_takes_float64_maps():
     size = tokenizer.config.input_size
     depth = torch.rand(1, 1, *size, dtype=torch.float64) * 5
     assert torch.equal(tokenizer.encode(depth), tokenizer.encode(depth.float()))
+
+
+# ------------------------------------------------------------------------- files a run starts from
+
+
+def test_training_without_its_tokenizer_files_refuses_before_the_model_is_built(tmp_path, capsys):
+    work_dir = tmp_path / "run"
+    assert main(["train", "cpu_joint_demo", "--work-dir", str(work_dir), "--device", "cpu"]) == 2
+    line = _error_line(capsys)  # was: a warning, then hours of training over an untrained tokenizer
+    assert "model.depth_tokenizer.checkpoint is not set" in line and "=untrained" in line
+    assert not (work_dir / "checkpoints").exists() and not (work_dir / "config.json").exists()
+    missing = tmp_path / "nowhere" / "depth.safetensors"
+    options = [f"model.depth_tokenizer.checkpoint={missing}", "model.mask_tokenizer.checkpoint=untrained"]
+    assert main(["train", "cpu_joint_demo", "--work-dir", str(work_dir), "--cfg-options", *options]) == 2
+    line = _error_line(capsys)
+    assert "model.depth_tokenizer.checkpoint" in line and str(missing) in line and "not found" in line
+
+
+def test_paper_configs_need_their_backbone_and_load_from_files_or_an_explicit_choice(tmp_path, monkeypatch):
+    from ait.config import create_config
+    from ait.engine.preflight import check_training_files
+
+    monkeypatch.chdir(tmp_path)
+    depth_tok, mask_tok = tmp_path / "depth.safetensors", tmp_path / "mask.safetensors"
+    depth_tok.write_bytes(b"x")
+    mask_tok.write_bytes(b"x")
+    tokenizers = {
+        "model.depth_tokenizer.checkpoint": str(depth_tok),
+        "model.mask_tokenizer.checkpoint": str(mask_tok),
+    }
+    depth = create_config("swinv2b_480reso_depthonly", {"model.depth_tokenizer.checkpoint": str(depth_tok)})
+    with pytest.raises(ConfigError, match=r"model\.backbone_checkpoint is not set.*=scratch"):
+        check_training_files(depth)  # was: SwinV2-B trained from random weights without a word
+    depth.model.backbone_checkpoint = "scratch"
+    check_training_files(depth)  # explicit: accepted
+    depth.model.backbone_checkpoint = "swin_v2_base_densesimmim.pth"
+    with pytest.raises(FileNotFoundError, match=r"model\.backbone_checkpoint.*densesimmim\.pth not found"):
+        check_training_files(depth)
+
+    joint = create_config("swinv2b_640reso_joint", tokenizers)
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"load_from: .*ait_det_swinv2b_wodec\.pth not found \(relative to {tmp_path}",
+    ):
+        check_training_files(joint)  # was: found out after data and model were built
+    joint.load_from = None
+    with pytest.raises(ConfigError, match=r"model\.backbone_checkpoint is not set"):
+        check_training_files(joint)
+    (tmp_path / "ait_det_swinv2b_wodec.pth").write_bytes(b"x")
+    check_training_files(
+        create_config("swinv2b_640reso_joint", tokenizers)
+    )  # the detection model holds the backbone
+    check_training_files(
+        create_config("cpu_joint_tiny")
+    )  # the tiny test configs ask for untrained tokenizers
+
+
+def test_explicit_untrained_tokenizers_and_scratch_backbones_build_without_warnings():
+    import warnings
+
+    from ait.config import create_config
+    from ait.model import build_task_solver
+
+    cfg = create_config("cpu_joint_tiny", {"model.backbone_checkpoint": "scratch"})
+    assert cfg.model.depth_tokenizer.checkpoint == cfg.model.mask_tokenizer.checkpoint == "untrained"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice is not warned about
+        build_task_solver(cfg)
+
+
+# ---------------------------------------------------------------------------------- tokenizer commands
+
+
+def _options(parser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def _tokenizer_parsers():
+    from ait.cli import build_parser
+    from ait_tokenizer.train import add_training_arguments
+    from ait_tokenizer.train import build_parser as library_parser
+
+    app = build_parser()
+    sub = next(a for a in app._actions if a.dest == "command").choices["tokenizer"]
+    train = next(a for a in sub._actions if a.dest == "tokenizer_command").choices["train"]
+    shared = argparse.ArgumentParser(add_help=False)
+    add_training_arguments(shared)
+    return train, library_parser(), _options(shared)
+
+
+def test_both_tokenizer_commands_take_one_syntax_and_every_hint_names_their_flags():
+    import inspect
+    import re
+
+    import ait_tokenizer.train as library
+
+    app_train, library_train, shared = _tokenizer_parsers()
+    assert shared <= _options(app_train) and shared <= _options(library_train)
+    # every flag the training code's messages name (outside the parsers' own help) exists in both commands
+    source = inspect.getsource(library).replace(library.__doc__, "")  # its usage lines: ait-tokenizer-train's
+    for name in ("build_parser", "add_training_arguments", "config_from_args"):  # the parsers themselves
+        source = source.replace(inspect.getsource(getattr(library, name)), "")
+    hinted = set(re.findall(r"(--[a-z][a-z-]+)", source))
+    assert {"--lr", "--no-resume", "--out", "--device"} <= hinted
+    assert hinted <= shared, hinted - shared
+    # one syntax: CONFIG --out DIR --cfg-options KEY=VALUE, and the same shared flags
+    args = library_train.parse_args(
+        ["depth-small", "--out", "d", "--cfg-options", "max_steps=3", "--no-resume"]
+    )
+    cfg = library.config_from_args(args)
+    assert (cfg.tokenizer, cfg.max_steps, cfg.resume) == ("depth-small", 3, False)
+    args = app_train.parse_args(
+        ["cpu_depth_vqvae", "--out", "d", "--cfg-options", "max_steps=3", "--lr", "1e-3"]
+    )
+    assert (args.lr, args.no_resume, args.cfg_options) == (1e-3, False, ["max_steps=3"])
+
+
+def test_both_tokenizer_commands_follow_one_resume_rule(tmp_path, capsys):
+    from ait_tokenizer.train import main as library_main
+
+    out = str(tmp_path / "tok")
+    small = ["train_size=8", "val_size=2", "batch_size=2", "val_every=100", "checkpoint_every=1"]
+    first = ["tokenizer", "train", "cpu_depth_vqvae", "--out", out, "--max-steps", "1", "--no-progress"]
+    assert main([*first, "--cfg-options", *small]) == 0
+    capsys.readouterr()
+    # a run of the same config (cpu_depth_vqvae is depth-small) continues, from either command, and says so
+    library_main(["depth-small", "--out", out, "--max-steps", "2", "--no-progress", "--cfg-options", *small])
+    assert f"resuming the run in {out} from step 1" in capsys.readouterr().err
+    # a run of another config is refused, naming the flags of the command that ran
+    code = main(
+        ["tokenizer", "train", "cpu_depth_vqvae", "--out", out, "--seed", "7", "--cfg-options", *small]
+    )
+    assert code == 2
+    line = _error_line(capsys)
+    assert "holds a run of another config" in line and "--no-resume" in line and "--out" in line
+
+
+# -------------------------------------------------------------------------------------------- messages
+
+
+class _Payload:
+    """Stands for code in a crafted file: loading it safely must fail, and say so in our words."""
+
+
+_UNSAFE_WORDS = ("weights_only", "allow_pickle", "trust the source", "can still be loaded")
+
+
+def test_no_message_passes_on_a_library_advice_to_load_unsafely(tmp_path, capsys):
+    from ait.engine.checkpoint import load_checkpoint
+    from ait.engine.trainer import load_initial_weights
+    from ait_backbone.checkpoint import read_state_dict
+    from ait_data import MaskCoco
+    from ait_tokenizer import load_tokenizer
+    from ait_tokenizer.train import main as tokenizer_main
+
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"weights": {"w": torch.zeros(1)}, "payload": _Payload()}, crafted)
+    messages = []
+    for load in (
+        load_checkpoint,
+        read_state_dict,
+        load_tokenizer,
+        lambda path: load_initial_weights(torch.nn.Linear(1, 1), str(path), print),
+    ):
+        with pytest.raises(ValueError) as info:
+            load(crafted)
+        messages.append(str(info.value))
+    objects = tmp_path / "maskcoco.npz"
+    parts = ("masks", "image_id", "ann_id", "category_id", "box", "size")
+    np.savez(objects, **{name: np.array([object()], dtype=object) for name in parts})
+    with pytest.raises(ValueError) as info:
+        MaskCoco(objects)
+    messages.append(str(info.value))
+    (tmp_path / "tok").mkdir()
+    torch.save({"step": 1, "payload": _Payload()}, tmp_path / "tok" / "train_state.pt")
+    with pytest.raises(SystemExit):
+        tokenizer_main(["depth-small", "--out", str(tmp_path / "tok"), "--max-steps", "1", "--no-progress"])
+    messages.append(_error_line(capsys))
+    for message in messages:
+        assert not any(word in message for word in _UNSAFE_WORDS), message
+        assert "crafted.pt" in message or "maskcoco.npz" in message or "train_state.pt" in message, message
+    assert all("Python objects" in m or "_Payload" in m for m in messages), messages
+
+
+def test_a_corrupt_newest_checkpoint_points_at_the_newest_good_one(tmp_path, untrained_run, capsys):
+    from ait.engine.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    good = untrained_run(run, name="cpu_depth_tiny", step=2)
+    newest = untrained_run(run, name="cpu_depth_tiny", step=4)
+    newest.write_bytes(newest.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(ValueError, match=rf"newest good checkpoint of the run is {good}"):
+        load_checkpoint(newest)
+    # what a user meets: `ait train --resume RUN` (and eval/predict) take the newest; the line names the good one
+    assert main(["train", "--resume", str(run), "--no-eval", "--device", "cpu"]) == 2
+    line = _error_line(capsys)
+    assert str(newest) in line and f"--resume {good}" in line and f"--checkpoint {good}" in line
+
+
+def test_every_trap_listed_in_the_reliability_doc_has_its_test_here():
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[3] / "docs" / "RELIABILITY.md"
+    listed = set(re.findall(r"traps::(test_\w+)", doc.read_text(encoding="utf-8")))
+    assert len(listed) >= 14
+    missing = sorted(name for name in listed if not callable(globals().get(name)))
+    assert not missing, missing
+
+
+def test_no_document_links_outside_the_repository():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    documents = [
+        p for p in root.rglob("*.md") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    assert len(documents) >= 10
+    broken = []
+    for document in documents:
+        text = document.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"`(\.\./[^`\s]+)`", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a web address or an anchor of the same page
+            path = (document.parent / target.split("#")[0]).resolve()
+            if not path.is_relative_to(root) or not path.exists():
+                broken.append(f"{document.relative_to(root)}: {target}")
+    assert not broken, broken
+
+
+def test_a_name_whose_extra_is_missing_says_which_to_install():
+    # pycocotools made unimportable, as in `pip install ./packages/ait-eval` without the `coco` extra
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["pycocotools"] = None
+        import ait_eval
+        ait_eval.depth_metrics  # the core works
+        try:
+            ait_eval.evaluate_coco
+        except ModuleNotFoundError as error:
+            print(error)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ait_eval.evaluate_coco needs pycocotools" in out.stdout
+    assert "pip install './packages/ait-eval[coco]'" in out.stdout

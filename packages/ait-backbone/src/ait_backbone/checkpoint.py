@@ -28,6 +28,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# (the same rule as ait_tokenizer.original.load_error_reason; this library depends on no sibling)
+# Words of a library's error text that advise loading a refused file unsafely (torch's "re-run with
+# weights_only=False", numpy's "allow_pickle"): such text is never passed on to the user.
+_UNSAFE_ADVICE = ("weights_only", "allow_pickle", "trust the source", "can still be loaded", "pickle")
+
+
+def load_error_reason(error: BaseException) -> str:
+    """Why a file could not be read, in one line, without a library's advice to load it unsafely."""
+    text = " ".join(str(error).split())
+    globals_needed = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", text)))
+    if globals_needed:
+        return (
+            f"it holds Python objects, not only tensors ({', '.join(globals_needed[:5])}); such a file is never "
+            "loaded, as loading it could run code"
+        )
+    if any(word in text.lower() for word in _UNSAFE_ADVICE):
+        return "it holds Python objects, not only tensors; such a file is never loaded, as loading it could run code"
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 # Buffers the model derives from its window configuration; a file's copies are for other windows.
 RECOMPUTED_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask", "k_bias")
 # Parts of pretraining/classification checkpoints that have no place in a feature backbone.
@@ -93,7 +114,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"{path} is not a PyTorch or safetensors checkpoint ({type(error).__name__}: {error})"
+            f"{path} is not a PyTorch or safetensors checkpoint ({load_error_reason(error)})"
         ) from error
 
     # Peel wrappers such as {"model": {...}} or {"state_dict": {...}, "meta": ...}.

@@ -112,8 +112,14 @@ class MaskCoco(Dataset):
                 self.image_id, self.ann_id = data["image_id"], data["ann_id"]
                 self.category_id, self.box = data["category_id"], data["box"]
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, TypeError) as error:
+            # numpy's text for an object array advises allow_pickle=True, which could run code: not passed on
+            reason = (
+                "it holds Python objects, not only arrays; such a file is never loaded, as loading it could run code"
+                if "pickle" in str(error).lower()
+                else error
+            )
             raise ValueError(
-                f"{npz_path} is not a maskcoco file ({error}); rebuild it with `ait-maskcoco ANN_FILE --out ...`"
+                f"{npz_path} is not a maskcoco file ({reason}); rebuild it with `ait-maskcoco ANN_FILE --out ...`"
             ) from error
         if self.packed.dtype != np.uint8 or self.packed.ndim != 3 or len(self.box) != len(self.packed):
             raise ValueError(

@@ -105,6 +105,26 @@ def _meta_allow_list() -> list[Any]:
     return allowed
 
 
+# Words of a library's error text that advise loading a refused file unsafely (torch's "re-run with
+# weights_only=False", numpy's "allow_pickle"): such text is never passed on to the user.
+_UNSAFE_ADVICE = ("weights_only", "allow_pickle", "trust the source", "can still be loaded", "pickle")
+
+
+def load_error_reason(error: BaseException) -> str:
+    """Why a file could not be read, in one line, without a library's advice to load it unsafely."""
+    text = " ".join(str(error).split())
+    globals_needed = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", text)))
+    if globals_needed:
+        return (
+            f"it holds Python objects, not only tensors ({', '.join(globals_needed[:5])}); such a file is never "
+            "loaded, as loading it could run code"
+        )
+    if any(word in text.lower() for word in _UNSAFE_ADVICE):
+        return "it holds Python objects, not only tensors; such a file is never loaded, as loading it could run code"
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def _torch_load(path: Path) -> Any:
     # Through a file handle: torch.load would otherwise pick a reader by the file name's extension.
     with path.open("rb") as handle:
@@ -144,10 +164,9 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
                 f"refused to load {path}: it holds objects other than tensors and plain data "
                 f"({', '.join(refused[:5])}); loading it could run code, so nothing was loaded"
             ) from first_error
-    message = str(first_error).strip().splitlines()[0] if str(first_error).strip() else ""
     raise ValueError(
-        f"cannot read {path} as a PyTorch {what} with weights_only=True "
-        f"({type(first_error).__name__}: {message[:200]}); nothing was loaded"
+        f"cannot read {path} as a PyTorch {what} of plain tensors ({load_error_reason(first_error)}); "
+        "nothing was loaded"
     ) from first_error
 
 

@@ -1,8 +1,8 @@
 """Train a depth or instance-mask tokenizer.
 
-    ait-tokenizer-train --config depth-small --out /tmp/tok-depth
-    ait-tokenizer-train --config mask-paper --out runs/mask --maskcoco maskcoco_train2017.npz
-    torchrun --nproc-per-node 2 -m ait_tokenizer.train --config depth-small --out /tmp/tok-ddp
+    ait-tokenizer-train depth-small --out /tmp/tok-depth --cfg-options max_steps=500
+    ait-tokenizer-train mask-paper --out runs/mask --maskcoco maskcoco_train2017.npz
+    torchrun --nproc-per-node 2 -m ait_tokenizer.train depth-small --out /tmp/tok-ddp
 
 Named configs reproduce the paper's schedules ("depth-paper": Adam 3e-4, no weight decay, x0.98 whenever
 the within-epoch step index is a multiple of 500; "mask-paper": AdamW 3e-4, 500 linear warm-up steps from
@@ -468,9 +468,11 @@ def _read_state(out_dir: Path, tokenizer, cfg: TokenizerTrainConfig) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a crafted pickle, a truncated or foreign file: refused, never executed
+        from ait_tokenizer.original import load_error_reason
+
         raise ValueError(
-            f"cannot resume from {path}: not a tokenizer training state ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); delete {path} or pass --no-resume"
+            f"cannot resume from {path}: not a tokenizer training state ({load_error_reason(error)}); delete "
+            f"{path} or pass --no-resume"
         ) from error
     missing = [
         key for key in ("step", "optimizer", "config") if not isinstance(state, dict) or key not in state
@@ -668,6 +670,12 @@ def _run_training(cfg: TokenizerTrainConfig, out_dir: Path) -> tuple[VQVAETokeni
         last_good = out_dir / STATE_FILE
         if runtime.main:
             _truncate_metrics(out_dir / METRICS_FILE, step)
+            # the resume rule of both tokenizer commands, said aloud: a run of this config continues
+            print(
+                f"resuming the run in {out_dir} from step {step} (--no-resume starts it over)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     bar = tqdm(
         total=total_steps, initial=step, disable=not (cfg.progress and runtime.main), desc=cfg.tokenizer
@@ -762,30 +770,73 @@ def _key_values(pairs: list[str], what: str) -> dict:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ait-tokenizer-train", description="Train an AiT VQ-VAE tokenizer.")
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both tokenizer commands share (``ait-tokenizer-train`` and ``ait tokenizer train``), so
+    every hint an error gives (--out, --lr, --device, --no-resume) names a flag of the command that ran."""
+    parser.add_argument("--out", type=Path, help="output folder (checkpoints, metrics)")
     parser.add_argument(
-        "--config", default="depth-small", choices=list_train_configs(), help="named training config"
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any training config field, e.g. max_steps=100 nyu_root=data/nyu",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, metrics)")
-    parser.add_argument("--data", choices=["synthetic", "nyu", "maskcoco"], help="training data")
-    parser.add_argument("--nyu-root", help="NYUv2 root (BTS split-file layout)")
-    parser.add_argument("--nyu-split-file", help="NYUv2 training split file")
-    parser.add_argument("--nyu-val-split-file", help="NYUv2 test split file (validation)")
-    parser.add_argument("--maskcoco", help="maskcoco .npz (training)")
-    parser.add_argument("--maskcoco-val", help="maskcoco .npz (validation)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--no-mask-aug", action="store_true", help="train without mask augmentation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint already in --out")
     parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="any TokenizerTrainConfig field"
+        "--no-resume",
+        action="store_true",
+        help="start over in --out (by default a run of the same config there is continued; a run of another "
+        "config is refused)",
     )
+
+
+_SHARED_FIELDS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device")
+
+
+def apply_training_arguments(cfg: TokenizerTrainConfig, args: argparse.Namespace) -> TokenizerTrainConfig:
+    """``cfg`` with the shared options of ``add_training_arguments`` applied (``--cfg-options`` first)."""
+    overrides = _key_values(args.cfg_options, "--cfg-options")
+    for name in _SHARED_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    known = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}; expected some of {sorted(known)}")
+    cfg = dataclasses.replace(cfg, **overrides)
+    if args.no_progress:
+        cfg = dataclasses.replace(cfg, progress=False)
+    if args.no_resume:
+        cfg = dataclasses.replace(cfg, resume=False)
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ait-tokenizer-train",
+        description="Train an AiT VQ-VAE tokenizer: ait-tokenizer-train CONFIG --out DIR [--cfg-options KEY=VALUE ...]",
+    )
+    parser.add_argument(
+        "config_name", nargs="?", metavar="CONFIG", choices=list_train_configs(),
+        help=f"named training config: {', '.join(list_train_configs())} (default depth-small)",
+    )  # fmt: skip
+    parser.add_argument("--config", choices=list_train_configs(), help="the same as CONFIG")
+    add_training_arguments(parser)
+    parser.add_argument("--data", choices=["synthetic", "nyu", "maskcoco"], help="training data")
+    parser.add_argument("--nyu-root", help="NYUv2 root (BTS split-file layout)")
+    parser.add_argument("--nyu-split-file", help="NYUv2 training split file")
+    parser.add_argument("--nyu-val-split-file", help="NYUv2 test split file (validation)")
+    parser.add_argument("--maskcoco", help="maskcoco .npz (training)")
+    parser.add_argument("--maskcoco-val", help="maskcoco .npz (validation)")
+    parser.add_argument("--no-mask-aug", action="store_true", help="train without mask augmentation")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="the same as --cfg-options")
     parser.add_argument(
         "--tokenizer-set", nargs="*", default=[], metavar="KEY=VALUE", help="tokenizer overrides"
     )
@@ -793,23 +844,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerTrainConfig:
-    overrides = _key_values(args.set, "--set")
-    for name in ("data", "nyu_root", "nyu_split_file", "nyu_val_split_file", "maskcoco", "maskcoco_val", "epochs",
-                 "max_steps", "batch_size", "lr", "seed", "device"):  # fmt: skip
+    if args.config_name and args.config and args.config_name != args.config:
+        raise ValueError(f"two configs given ({args.config_name!r} and --config {args.config!r}): give one")
+    if args.out is None:
+        raise ValueError("ait-tokenizer-train needs --out DIR (the folder for checkpoints and metrics)")
+    data = {}
+    for name in ("data", "nyu_root", "nyu_split_file", "nyu_val_split_file", "maskcoco", "maskcoco_val"):
         value = getattr(args, name)
         if value is not None:
-            overrides[name] = value
-    known = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown config fields {sorted(unknown)}; expected some of {sorted(known)}")
-    cfg = train_config(args.config, **overrides)
+            data[name] = value
+    cfg = train_config(args.config_name or args.config or "depth-small", **data)
+    args.cfg_options = [*args.set, *args.cfg_options]
+    cfg = apply_training_arguments(cfg, args)
     tokenizer_overrides = {**cfg.tokenizer_overrides, **_key_values(args.tokenizer_set, "--tokenizer-set")}
     if args.no_mask_aug:
         tokenizer_overrides["mask_ratio"] = 0.0
-    return dataclasses.replace(
-        cfg, tokenizer_overrides=tokenizer_overrides, progress=not args.no_progress, resume=not args.no_resume
-    )
+    return dataclasses.replace(cfg, tokenizer_overrides=tokenizer_overrides)
 
 
 DEBUG_ENV = "AIT_DEBUG"  # AIT_DEBUG=1: show the full traceback instead of the one-line error

@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config")
     _add_cfg_options(t)
     t.add_argument("--out", help="output folder (default: work_dirs/CONFIG)")
+    # the same options as ait-tokenizer-train (ait_tokenizer.train.add_training_arguments; a test keeps the
+    # two in step): the library's error hints name them
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over in --out (by default a run of the same config there is continued; a run of another "
+        "config is refused)",
+    )
 
     p = sub.add_parser(
         "convert-original",
@@ -306,11 +321,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from ait.config import ConfigError, config_kind, create_config
-    from ait_tokenizer.train import train_tokenizer
+    from ait_tokenizer.train import apply_training_arguments, train_tokenizer
 
     if config_kind(args.config) != "tokenizer":
         raise ConfigError(f"{args.config!r} is a task-solver config: use `ait train {args.config}`")
-    cfg = create_config(args.config, args.cfg_options)
+    cfg = create_config(args.config, args.cfg_options)  # --cfg-options in the registry's typed syntax
+    cfg = apply_training_arguments(cfg, argparse.Namespace(**{**vars(args), "cfg_options": []}))
     print(f"effective tokenizer config ({args.config}):\n{json.dumps(cfg.to_dict(), indent=2)}", flush=True)
     out = Path(args.out or f"work_dirs/{args.config}")
     final = train_tokenizer(cfg, out)

@@ -353,6 +353,14 @@ def _cpu_model(tasks: tuple[str, ...], **overrides: Any) -> ModelConfig:
     return dataclasses.replace(model, **overrides)
 
 
+def _untrained_tokenizers(model: ModelConfig) -> ModelConfig:
+    """The tiny test configs train over untrained tokenizers, and say so (otherwise training refuses)."""
+    for ref in (model.depth_tokenizer, model.mask_tokenizer):
+        if ref is not None:
+            ref.checkpoint = "untrained"
+    return model
+
+
 def _cpu_data(
     depth_batch: int, insseg_batch: int, dataset: str = "synthetic", **overrides: Any
 ) -> DataConfig:
@@ -389,11 +397,13 @@ def _cpu_optim(max_iters: int, lr: float = 1e-3, **overrides: Any) -> OptimConfi
     return dataclasses.replace(optim, **overrides)
 
 
-@register_config("cpu_depth_tiny", description="CPU: depth-only, tiny everything (tests)")
+@register_config(
+    "cpu_depth_tiny", description="CPU: depth-only, tiny everything (tests; untrained tokenizers)"
+)
 def _cpu_depth_tiny() -> Config:
     return Config(
         name="cpu_depth_tiny",
-        model=_cpu_model(("depth",)),
+        model=_untrained_tokenizers(_cpu_model(("depth",))),
         data=_cpu_data(depth_batch=4, insseg_batch=0),
         optim=_cpu_optim(max_iters=20),
         eval=EvalConfig(sliding_window=False, flip=False, eigen_crop=False),
@@ -405,11 +415,14 @@ def _cpu_depth_tiny() -> Config:
     )
 
 
-@register_config("cpu_insseg_tiny", description="CPU: instance segmentation only, tiny everything (tests)")
+@register_config(
+    "cpu_insseg_tiny",
+    description="CPU: instance segmentation only, tiny everything (tests; untrained tokenizers)",
+)
 def _cpu_insseg_tiny() -> Config:
     return Config(
         name="cpu_insseg_tiny",
-        model=_cpu_model(("insseg",)),
+        model=_untrained_tokenizers(_cpu_model(("insseg",))),
         # rooms of at most 4 objects: every object fits the 4-object sequence (data.synthetic_objects)
         data=_cpu_data(depth_batch=0, insseg_batch=4, synthetic_objects=(1, 4)),
         optim=_cpu_optim(max_iters=20),
@@ -422,11 +435,13 @@ def _cpu_insseg_tiny() -> Config:
     )
 
 
-@register_config("cpu_joint_tiny", description="CPU: joint depth + insseg, tiny everything (tests)")
+@register_config(
+    "cpu_joint_tiny", description="CPU: joint depth + insseg, tiny everything (tests; untrained tokenizers)"
+)
 def _cpu_joint_tiny() -> Config:
     return Config(
         name="cpu_joint_tiny",
-        model=_cpu_model(("depth", "insseg")),
+        model=_untrained_tokenizers(_cpu_model(("depth", "insseg"))),
         loss=LossConfig(depth_task_weight=1.0),
         data=_cpu_data(depth_batch=2, insseg_batch=2, synthetic_objects=(1, 4)),
         optim=_cpu_optim(max_iters=20),

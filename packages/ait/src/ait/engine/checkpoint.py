@@ -88,11 +88,19 @@ OPERATIONAL_KEYS = (
     "model.depth_tokenizer.checkpoint",
     "model.mask_tokenizer.checkpoint",
     "model.decode_weights",  # inference only: never changes training
+    "model.soft_lookup",  # the same soft lookup computed by the Triton kernel or torch (a kernel switch)
+    "model.backbone_grad_checkpointing",  # recomputes activations: the same gradients, less memory
 )
 # For evaluation/prediction only the architecture matters: model.* keys, less the decoding settings a user
 # may change at evaluation time (the original's test-time overrides of top_p / tau work the same way).
 _ARCHITECTURE_PREFIX = "model."
-INFERENCE_KEYS = ("model.tau_depth", "model.tau_mask", "model.top_p", "model.soft_input")
+INFERENCE_KEYS = (
+    "model.tau_depth",
+    "model.tau_mask",
+    "model.top_p",
+    "model.soft_input",
+    "model.object_order",  # how training sequences order the objects: nothing at inference
+)
 
 
 def check_finite_weights(weights: dict, source: str | os.PathLike) -> None:
@@ -189,8 +197,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated or not a torch file at all
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+    except Exception as error:  # truncated, not a torch file at all, or holding code: never executed
+        from ait_tokenizer.original import load_error_reason
+
+        raise ValueError(
+            f"cannot read checkpoint {path}: {load_error_reason(error)}{newest_good_hint(path)}"
+        ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not an AiT task-solver checkpoint (expected format {CHECKPOINT_FORMAT!r})"
@@ -199,6 +211,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing or not isinstance(state.get("model"), dict):
         raise ValueError(f"checkpoint {path} is incomplete: missing or malformed {missing or ['model']}")
     return state
+
+
+def newest_good_hint(broken: str | os.PathLike) -> str:
+    """For an unreadable checkpoint of a run: '; ...' naming the run's newest checkpoint that does load.
+
+    A corrupt newest checkpoint (a copy cut short, a disk error) otherwise leaves the user to guess which
+    older one is intact. Each candidate is opened memory-mapped, so the probe reads headers, not weights.
+    """
+    broken = Path(broken)
+    if broken.parent.name != "checkpoints":
+        return ""
+    for _, candidate in reversed(list_checkpoints(broken.parent.parent)):
+        if candidate == broken:
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            continue
+        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and "model" in state:
+            return (
+                f"; the newest good checkpoint of the run is {candidate}: continue from it (ait train --resume "
+                f"{candidate}; ait eval/predict --checkpoint {candidate}), and move {broken.name} aside"
+            )
+    return "; the run has no other readable checkpoint"
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -245,7 +281,7 @@ def read_saved_config(path: str | os.PathLike) -> Config:
     except Exception as error:  # the library's own text may advise an unsafe load: not passed on
         raise ValueError(
             f"cannot read checkpoint {path} ({type(error).__name__}): a truncated file, or one holding more "
-            "than tensors and plain data; use another checkpoint of the run"
+            f"than tensors and plain data{newest_good_hint(path)}"
         ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "config" not in state:
         raise ValueError(

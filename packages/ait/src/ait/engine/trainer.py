@@ -58,6 +58,7 @@ from ait.engine.distributed import (
 from ait.engine.logging import MetricsLogger
 from ait.engine.optim import build_optimizer, build_scheduler
 from ait.engine.precision import resolve_amp
+from ait.engine.preflight import check_training_files
 from ait_tokenizer.checkpoint import fault_point
 from ait_tokenizer.locking import RunLock, check_unlocked
 
@@ -188,9 +189,10 @@ def load_initial_weights(model: nn.Module, path: str, log: Callable[[str], None]
         try:
             state = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as error:  # a crafted pickle, a truncated or foreign file: refused, never executed
-            first = str(error).splitlines()[0] if str(error) else ""
+            from ait_tokenizer.original import load_error_reason
+
             raise ValueError(
-                f"load_from {source}: not a checkpoint of plain tensors ({type(error).__name__}: {first})"
+                f"load_from {source}: not a checkpoint of plain tensors ({load_error_reason(error)})"
             ) from error
         if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
             weights = state["model"]
@@ -253,6 +255,8 @@ class Trainer:
 
         # data first: a missing dataset path fails before a large model is built
         self.streams: TaskStreams = build_task_streams(cfg, self.dist.rank, self.dist.world_size, datasets)
+        # a missing tokenizer, backbone or load_from file refuses before the (large) model is built
+        check_training_files(cfg)
         if model_factory is None:
             from ait.model import build_task_solver
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ait.config.schema import Config, ModelConfig, TokenizerRef
+from ait.engine.preflight import BACKBONE_FROM_SCRATCH, UNTRAINED_TOKENIZER
 from ait.losses import token_normaliser
 from ait.model.depth_head import DepthHead
 from ait.model.instance_head import InstanceHead
@@ -318,6 +319,8 @@ def load_frozen_tokenizer(ref: TokenizerRef | None, kind: str, architecture: dic
         raise ValueError(f"the config's tasks need a {kind} tokenizer: set model.{kind}_tokenizer")
     if architecture is not None:
         tokenizer = VQVAETokenizer(TokenizerConfig.from_dict(architecture))
+    elif ref.checkpoint == UNTRAINED_TOKENIZER:  # asked for explicitly (tests): no warning
+        tokenizer = create_tokenizer(ref.preset)
     elif ref.checkpoint is None:
         warnings.warn(
             f"model.{kind}_tokenizer has no checkpoint: using an UNTRAINED {ref.preset!r} tokenizer "
@@ -377,7 +380,7 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
         model.backbone, drop_path_rate=model.backbone_drop_path, **model.backbone_overrides
     )
     backbone.set_grad_checkpointing(model.backbone_grad_checkpointing)
-    if model.backbone_checkpoint:
+    if model.backbone_checkpoint and model.backbone_checkpoint != BACKBONE_FROM_SCRATCH:
         report = load_backbone_checkpoint(backbone, model.backbone_checkpoint)
         if getattr(report, "missing", None):
             warnings.warn(f"backbone checkpoint is missing {len(report.missing)} tensors", stacklevel=2)
