@@ -35,6 +35,19 @@ def test_resume_continues_with_the_saved_config_in_the_run_folder(tmp_path, untr
     assert cfg.data.num_workers == 2 and cfg.optim.max_iters == 7 and cfg.work_dir == str(tmp_path)
 
 
+def test_resume_needs_not_the_files_the_run_was_initialised_from(tmp_path, untrained_run, capsys):
+    # started elsewhere from a detection model and SimMIM weights: the checkpoint holds every weight now
+    moved = {"load_from": "ait_det_swinv2b_wodec.pth", "model.backbone_checkpoint": "simmim.pth"}
+    run = _run_with(tmp_path, untrained_run, **moved)
+    cfg, _ = _resumed_config(str(run), None, [])
+    assert cfg.load_from is None and cfg.model.backbone_checkpoint == "scratch"
+    out = capsys.readouterr().out
+    assert "load_from ait_det_swinv2b_wodec.pth is not here" in out and "simmim.pth is not here" in out
+    (tmp_path / "simmim.pth").write_bytes(b"present")  # a file that is there stays what the run recorded
+    cfg, _ = _resumed_config(str(run), None, [f"model.backbone_checkpoint={tmp_path / 'simmim.pth'}"])
+    assert cfg.model.backbone_checkpoint == str(tmp_path / "simmim.pth")
+
+
 def test_read_saved_config_equals_the_checkpoints(tmp_path, untrained_run):
     run = _run_with(tmp_path, untrained_run, **{"seed": 5})
     assert read_saved_config(run / "checkpoints" / "iter_0000003.pt").seed == 5

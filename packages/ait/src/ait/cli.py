@@ -183,7 +183,21 @@ def _resumed_config(resume: str, name: str | None, options: list[str]):
             "name out (the run's saved config is used)"
         )
     cfg.work_dir = str(run_dir_of(checkpoint))
-    return apply_overrides(cfg, options).validate(), checkpoint
+    cfg = apply_overrides(cfg, options).validate()
+    # The checkpoint holds every weight: the files the run was initialised from are not needed to continue
+    # it (a relative path from another folder, another machine), so a missing one is not asked for.
+    from ait.engine.preflight import BACKBONE_FROM_SCRATCH
+
+    if cfg.load_from is not None and not Path(cfg.load_from).is_file():
+        print(
+            f"resume: load_from {cfg.load_from} is not here; the weights come from {checkpoint}", flush=True
+        )
+        cfg.load_from = None
+    backbone = cfg.model.backbone_checkpoint
+    if backbone not in (None, BACKBONE_FROM_SCRATCH) and not Path(backbone).is_file():
+        print(f"resume: model.backbone_checkpoint {backbone} is not here; the weights come from {checkpoint}")
+        cfg.model.backbone_checkpoint = BACKBONE_FROM_SCRATCH
+    return cfg, checkpoint
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
