@@ -478,3 +478,17 @@ def test_a_name_whose_extra_is_missing_says_which_to_install():
     assert out.returncode == 0, out.stderr
     assert "ait_eval.evaluate_coco needs pycocotools" in out.stdout
     assert "pip install './packages/ait-eval[coco]'" in out.stdout
+
+
+def test_messages_name_the_key_or_the_file(tmp_path, capsys):
+    from ait_data.nyu import parse_split_file
+    from ait_tokenizer.train import train_config
+
+    assert main(["show-config", "cpu_depth_tiny", "--cfg-options", f"seed={10**24}"]) == 2
+    assert "seed: expected < 2**63" in _error_line(capsys)  # was: an overflow deep inside torch.manual_seed
+    with pytest.raises(ValueError, match=r"seed=1000000000000000000000000 is invalid"):
+        train_config("depth-small", seed=10**24).validate()
+    split = tmp_path / "train.txt"
+    split.write_bytes(b"\xff\xfe/scene/rgb_1.jpg /scene/sync_depth_1.png\n")
+    with pytest.raises(ValueError, match=rf"split file {split} is not UTF-8 text"):  # was: a bare codec error
+        parse_split_file(split)

@@ -23,10 +23,21 @@ SPLITS = ("train", "test")
 _SPLIT_SUBDIRS = {"train": ("sync",), "test": ("official_splits", "test")}
 
 
+def _read_split_text(split_file: Path) -> str:
+    """A split file's text; one that is not text (a binary or non-UTF-8 file) is named, not a codec error."""
+    try:
+        return Path(split_file).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"split file {split_file} is not UTF-8 text (byte {error.start}): give the text file of "
+            "'<rgb> <depth> [focal]' lines"
+        ) from error
+
+
 def parse_split_file(split_file: Path) -> list[tuple[str, str]]:
     """(rgb, depth) relative paths of every non-empty line."""
     pairs = []
-    for number, line in enumerate(Path(split_file).read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_split_text(split_file).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -93,7 +104,7 @@ class NYUDepthV2(Dataset):
                     f"got {f['images'].shape} and {f['depths'].shape}"
                 )
         if indices is None and split_file is not None:
-            lines = Path(split_file).read_text().split()
+            lines = _read_split_text(split_file).split()
             indices = [int(v) - 1 for v in lines]
         self.frames = list(range(n)) if indices is None else [int(i) for i in indices]
         bad = [i for i in self.frames if not 0 <= i < n]

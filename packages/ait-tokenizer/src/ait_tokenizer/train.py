@@ -131,6 +131,9 @@ def _validate_train_config(cfg: TokenizerTrainConfig) -> None:
         integer(name, 1)
     for name in ("warmup_steps", "val_every", "checkpoint_every", "num_workers", "data_seed", "seed"):
         integer(name, 0)
+    for name in ("data_seed", "seed"):  # torch's generators take 64-bit seeds: say so here, not mid-run
+        if getattr(cfg, name) >= 2**63:
+            fail(name, getattr(cfg, name), "an integer in [0, 2**63)")
     integer("max_steps", 1, allow_none=True)
     integer("num_threads", 1, allow_none=True)
     integer("instance_room_size", 8)

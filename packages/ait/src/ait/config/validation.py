@@ -308,3 +308,6 @@ def validate_config(cfg: Config) -> None:
     # numpy's generators refuse negative seeds: say so here, not deep inside the data pipeline
     _check(cfg.seed >= 0, "seed", ">= 0", cfg.seed)
     _check(d.synthetic_seed >= 0, "data.synthetic_seed", ">= 0", d.synthetic_seed)
+    # ... and torch's take 64-bit seeds: a larger one overflowed deep inside torch.manual_seed
+    _check(cfg.seed < 2**63, "seed", "< 2**63", cfg.seed)
+    _check(d.synthetic_seed < 2**63, "data.synthetic_seed", "< 2**63", d.synthetic_seed)
