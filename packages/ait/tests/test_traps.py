@@ -478,6 +478,19 @@ def test_a_name_whose_extra_is_missing_says_which_to_install():
     assert out.returncode == 0, out.stderr
     assert "ait_eval.evaluate_coco needs pycocotools" in out.stdout
     assert "pip install './packages/ait-eval[coco]'" in out.stdout
+    # a console script without its extra: one line naming it, not an import traceback
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["pycocotools"] = None
+        from ait_data._cli import maskcoco
+        maskcoco(["instances.json", "--out", "maskcoco.npz"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (
+        "ait: error: pycocotools is not installed: pip install './packages/ait-data[coco]' (from a clone of the "
+        "repository)"
+    )
 
 
 def test_messages_name_the_key_or_the_file(tmp_path, capsys):
