@@ -61,7 +61,7 @@ RATIO_TOLERANCES = {
 QUALITY_FIGURES = {
     ("quality/depth", "rmse"): (0.10, "lower"),
     ("quality/tokenizer_synthetic", "rmse_complete"): (0.50, "lower"),
-    # issue 10: the tokenizer oracle (what perfect tokens would score), the depth RMSE over predict-the-mean,
+    # the tokenizer oracle (what perfect tokens would score), the depth RMSE over predict-the-mean,
     # and the box AP of a short instance overfit run (the whole instance chain; a broken chain scores ~0)
     ("quality/tokenizer_oracle", "rmse"): (0.50, "lower"),
     ("quality/depth", "rmse_over_mean_baseline"): (0.10, "lower"),

@@ -37,6 +37,16 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the paper's curriculum: the first 30 % of the steps train box + class sequences (task det), "
         "then instance segmentation starts from that model",
     ),
+    "size_96": (
+        [
+            "data.image_size=96,96",
+            "data.crop_size=96,96",
+            "model.canvas=96",
+            "model.depth_size=96,96",
+            "model.num_bins=96",
+        ],
+        "rooms rendered at 96 px (demo: 64; objects 9-45 px, a 12x12 memory)",
+    ),
     "lr_2e-3": (["optim.lr=2e-3"], "peak learning rate 2e-3 (demo: 1e-3)"),
     "share_4_12": (["data.depth_batch=4", "data.insseg_batch=12"], "4 depth + 12 instance images per step"),
     "decoder_3x128": (
