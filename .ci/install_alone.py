@@ -127,9 +127,14 @@ def check_imports(import_name: str, dist: str) -> int:
                 )
                 return 1
             needing.append(f"{module.name.rsplit('.', 1)[-1]}[{extras[missing]}]")
+    distribution = md.distribution(dist if dist != "ait" else "ait-solver")
+    scripts = [entry for entry in distribution.entry_points if entry.group == "console_scripts"]
+    for script in scripts:  # each console script's target resolves (`ait`, `ait-tokenizer-train`, ...)
+        script.load()
     print(
         f"{imported} modules import"
         + (f", {len(needing)} need an extra: {' '.join(needing)}" if needing else "")
+        + (f"; scripts {', '.join(entry.name for entry in scripts)} load" if scripts else "")
     )
     return 0
 
