@@ -41,6 +41,22 @@ def row(benchmark: str, metric: str, value: float, unit: str, note: str = "") ->
 SHARED_DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
 
+def run_figures(metrics: dict, trained, eval_s: float) -> dict:
+    """One joint run's figures (frontier points, lever rows): training time, depth and COCO instance AP."""
+    coco = metrics.get("insseg", {})
+    return {
+        "train_minutes": trained.wall_s / 60,
+        "images_per_s": trained.images_per_s,
+        "eval_s": eval_s,
+        "depth_rmse": metrics["depth"]["rmse"],
+        "depth_abs_rel": metrics["depth"]["abs_rel"],
+        "box_ap": coco.get("bbox", {}).get("AP", float("nan")),
+        "box_ap50": coco.get("bbox", {}).get("AP50", float("nan")),
+        "mask_ap": coco.get("segm", {}).get("AP", float("nan")),
+        "mask_ap50": coco.get("segm", {}).get("AP50", float("nan")),
+    }
+
+
 @contextmanager
 def torch_threads(count: int):
     """Run a block with `count` torch threads, then restore the previous count.

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 def run(steps: list[int], out: Path, cfg_options: list[str], tokenizers: Path | None = None) -> dict:
     import torch
+    from _common import run_figures
 
     from ait.data import build_eval_loader
     from ait.demo import _mean_train_depth, demo_configs, tokenizer_oracle
@@ -70,19 +71,7 @@ def run(steps: list[int], out: Path, cfg_options: list[str], tokenizers: Path | 
                     _mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval
                 )
                 oracle = tokenizer_oracle(cfg, solver)
-            coco = metrics.get("insseg", {})
-            point = {
-                "steps": budget,
-                "train_minutes": trained.wall_s / 60,
-                "images_per_s": trained.images_per_s,
-                "eval_s": eval_s,
-                "depth_rmse": metrics["depth"]["rmse"],
-                "depth_abs_rel": metrics["depth"]["abs_rel"],
-                "box_ap": coco.get("bbox", {}).get("AP", float("nan")),
-                "box_ap50": coco.get("bbox", {}).get("AP50", float("nan")),
-                "mask_ap": coco.get("segm", {}).get("AP", float("nan")),
-                "mask_ap50": coco.get("segm", {}).get("AP50", float("nan")),
-            }
+            point = {"steps": budget, **run_figures(metrics, trained, eval_s)}
             points.append(point)
             print(json.dumps(point), flush=True)
             del trainer, solver

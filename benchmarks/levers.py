@@ -57,23 +57,9 @@ LEVERS: dict[str, tuple[list[str], str]] = {
 }
 
 
-def _point(cfg, metrics: dict, trained, eval_s: float) -> dict:
-    coco = metrics.get("insseg", {})
-    return {
-        "train_minutes": trained.wall_s / 60,
-        "images_per_s": trained.images_per_s,
-        "eval_s": eval_s,
-        "depth_rmse": metrics["depth"]["rmse"],
-        "depth_abs_rel": metrics["depth"]["abs_rel"],
-        "box_ap": coco.get("bbox", {}).get("AP", float("nan")),
-        "box_ap50": coco.get("bbox", {}).get("AP50", float("nan")),
-        "mask_ap": coco.get("segm", {}).get("AP", float("nan")),
-        "mask_ap50": coco.get("segm", {}).get("AP50", float("nan")),
-    }
-
-
 def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: Path) -> dict | None:
     import torch
+    from _common import run_figures
 
     from ait.data import build_eval_loader
     from ait.demo import _mean_train_depth, demo_configs
@@ -139,7 +125,7 @@ def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: 
         "processes": dist_info.world_size,
         "baseline_rmse": baseline["rmse"],
         "train_cpu_minutes": train_cpu_minutes,
-        **_point(cfg, metrics, trained, eval_s),
+        **run_figures(metrics, trained, eval_s),
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{lever}{suffix}_s{seed}.json"
