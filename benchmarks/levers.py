@@ -48,6 +48,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "rooms rendered at 96 px (demo: 64; objects 9-45 px, a 12x12 memory)",
     ),
     "lr_2e-3": (["optim.lr=2e-3"], "peak learning rate 2e-3 (demo: 1e-3)"),
+    "lr_5e-4": (["optim.lr=5e-4"], "peak learning rate 5e-4 (demo: 1e-3)"),
     "share_4_12": (["data.depth_batch=4", "data.insseg_batch=12"], "4 depth + 12 instance images per step"),
     "decoder_3x128": (
         ["model.d_model=128", "model.num_decoder_layers=3", "model.dim_feedforward=384"],
