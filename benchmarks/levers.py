@@ -37,6 +37,10 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the paper's curriculum: the first 30 % of the steps train box + class sequences (task det), "
         "then instance segmentation starts from that model",
     ),
+    "area_detection": (
+        ["model.object_order=area", "curriculum.detection_iters=0.3"],
+        "the two best single levers together: objects largest first, and the detection phase first",
+    ),
     "size_96": (
         [
             "data.image_size=96,96",
@@ -55,10 +59,32 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "a wider, deeper decoder (3 layers of 128, demo: 2 of 96)",
     ),
     "max_objects_6": (["model.max_objects=6"], "at most 6 objects per sequence, fewer noise boxes"),
+    "wide": (
+        [
+            'model.backbone_overrides={"embed_dim": 64, "num_heads": [2, 4]}',
+            "model.d_model=128",
+            "model.dim_feedforward=512",
+        ],
+        "a model 2.5x as wide (backbone embed 64, decoder 128; 1.8M parameters against 0.72M), which uses the "
+        "matmul units better: a step costs 1.5x the demo's",
+    ),
+    "simmim": (
+        ["model.backbone_checkpoint={pretrained}"],
+        "the backbone starts from self-supervised weights (SimMIM-style masked image modelling on the train "
+        "split's images, no labels: benchmarks/pretrain_rooms.py)",
+    ),
 }
 
 
-def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: Path) -> dict | None:
+def run(
+    lever: str,
+    steps: int,
+    threads: int,
+    seed: int,
+    tokenizers: Path,
+    out: Path,
+    pretrained: Path | None = None,
+) -> dict | None:
     import torch
     from _common import run_figures
 
@@ -69,6 +95,12 @@ def run(lever: str, steps: int, threads: int, seed: int, tokenizers: Path, out: 
     from ait.evaluation import mean_depth_baseline
 
     options, note = LEVERS[lever]
+    if any("{pretrained}" in option for option in options):
+        if pretrained is None or not pretrained.is_file():
+            sys.exit(
+                f"levers: error: lever {lever} needs --pretrained FILE (benchmarks/pretrain_rooms.py writes one)"
+            )
+        options = [option.replace("{pretrained}", str(pretrained)) for option in options]
     depth_ckpt, mask_ckpt = (
         tokenizers / "depth" / "final.safetensors",
         tokenizers / "mask" / "final.safetensors",
@@ -183,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--tokenizers", type=Path, required=True)
     one.add_argument("--out", type=Path, default=HERE / "levers")
+    one.add_argument("--pretrained", type=Path, help="backbone weights for the simmim lever")
     tab = sub.add_parser("table", help="the Markdown table of stored runs")
     tab.add_argument("paths", type=Path, nargs="+")
     args = parser.parse_args(argv)
@@ -192,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "run":
         if args.steps <= 0 or args.threads <= 0:
             parser.error("--steps and --threads must be positive")
-        run(args.lever, args.steps, args.threads, args.seed, args.tokenizers, args.out)
+        run(args.lever, args.steps, args.threads, args.seed, args.tokenizers, args.out, args.pretrained)
     else:
         print(table(args.paths))
     return 0
