@@ -59,6 +59,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "a wider, deeper decoder (3 layers of 128, demo: 2 of 96)",
     ),
     "max_objects_6": (["model.max_objects=6"], "at most 6 objects per sequence, fewer noise boxes"),
+    "coord_sigma_2": (
+        ["loss.coord_sigma=2"],
+        "box coordinates learned against a Gaussian over the neighbouring bins (2 bins = 2 px) instead of "
+        "the exact bin",
+    ),
     "wide": (
         [
             'model.backbone_overrides={"embed_dim": 64, "num_heads": [2, 4]}',

@@ -9,9 +9,11 @@ import warnings
 import pytest
 import torch
 
+from ait.config import ConfigError, create_config
 from ait.config.schema import Config, LossConfig, ModelConfig, TokenizerRef
-from ait.losses import mask_aux_loss, silog_loss
+from ait.losses import mask_aux_loss, silog_loss, token_cross_entropy
 from ait.model import build_task_solver, crop_masks, paste_masks
+from ait.model.instance_head import BOX
 
 SIZE = 32  # images and canvas; depth-small turns 32x32 into 4x4 = 16 tokens
 
@@ -533,3 +535,77 @@ def test_masks_are_pasted_into_the_unclipped_boxes(joint_solver, monkeypatch):
         )  # reported: clipped
         clipped_any |= bool((ref[:, 3] > height).any())
     assert clipped_any  # the case that tells the two apart occurs
+
+
+# ----------------------------------------------------- loss.coord_sigma: Gaussian targets over coordinate bins
+
+
+def _head_and_targets(sigma: float):
+    solver = build(tiny_config(tasks=("insseg",), loss=LossConfig(coord_sigma=sigma)))
+    head = solver.instance_head
+    targets = head.build_targets(instance_batch(), torch.Generator().manual_seed(0))
+    return head, targets
+
+
+def test_a_vanishing_sigma_is_the_plain_cross_entropy():
+    head, targets = _head_and_targets(0.05)
+    logits = torch.randn(
+        *targets["target_ids"].shape, head.vocab.size, generator=torch.Generator().manual_seed(1)
+    )
+    smoothed = head.loss(logits, targets)
+    plain = token_cross_entropy(logits, targets["target_ids"], targets["weights"])
+    torch.testing.assert_close(smoothed["ce_sum"], plain[0])
+    torch.testing.assert_close(smoothed["count"], plain[1])
+
+
+def test_smoothed_loss_matches_a_float64_reference():
+    sigma = 1.7
+    head, targets = _head_and_targets(sigma)
+    ids, weights = targets["target_ids"], targets["weights"]
+    logits = torch.randn(*ids.shape, head.vocab.size, generator=torch.Generator().manual_seed(2))
+    got = head.loss(logits, targets)
+
+    log_probs = logits.double().log_softmax(-1)
+    start, stop = head.vocab.coord
+    expected = 0.0
+    roles = head.roles.repeat(head.max_objects)
+    for b in range(ids.shape[0]):
+        for t in range(ids.shape[1]):
+            if weights[b, t] == 0:
+                continue
+            if roles[t] == BOX:
+                centre = min(max(int(ids[b, t]), start), stop - 1)
+                bins = torch.arange(start, stop, dtype=torch.float64)
+                q = torch.exp(-0.5 * ((bins - centre) / sigma) ** 2)
+                q = q / q.sum()
+                term = -(q * log_probs[b, t, start:stop]).sum()
+            else:
+                term = -log_probs[b, t, int(ids[b, t])]
+            expected += float(weights[b, t]) * float(term)
+    assert float(got["ce_sum"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_near_miss_costs_less_than_a_far_miss_only_with_smoothing():
+    def box_loss(sigma: float, offset: int) -> float:
+        head, targets = _head_and_targets(sigma)
+        ids, weights = targets["target_ids"], targets["weights"]
+        is_box = (head.roles == BOX).repeat(head.max_objects).unsqueeze(0) & (weights > 0)
+        logits = torch.zeros(*ids.shape, head.vocab.size)
+        start, stop = head.vocab.coord
+        # every supervised token predicts its target confidently, box coordinates `offset` bins away
+        predicted = ids.clone()
+        predicted[is_box] = (ids[is_box] + offset).clamp(start, stop - 1)
+        logits.scatter_(-1, predicted.unsqueeze(-1), 8.0)
+        only_box = dict(targets, weights=weights * is_box)
+        return float(head.loss(logits, only_box)["ce_sum"])
+
+    assert box_loss(2.0, 1) < 0.9 * box_loss(2.0, 10)
+    assert box_loss(0.0, 1) == pytest.approx(box_loss(0.0, 10), rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_a_bad_sigma_is_a_config_error_naming_the_key(value):
+    cfg = create_config("cpu_joint_tiny")
+    cfg.loss = dataclasses.replace(cfg.loss, coord_sigma=value)
+    with pytest.raises(ConfigError, match=r"loss\.coord_sigma"):
+        cfg.validate()

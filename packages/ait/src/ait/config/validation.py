@@ -231,7 +231,13 @@ def validate_config(cfg: Config) -> None:
     # losses: a negative weight would reward the error it should penalise
     for name, weight in dataclasses.asdict(cfg.loss).items():
         if name != "silog_lambda":
-            _check(math.isfinite(weight) and weight >= 0, f"loss.{name}", "a finite weight >= 0", weight)
+            expected = "a finite standard deviation >= 0 (in bins)" if name == "coord_sigma" else None
+            _check(
+                math.isfinite(weight) and weight >= 0,
+                f"loss.{name}",
+                expected or "a finite weight >= 0",
+                weight,
+            )
     # sqrt(mean d^2 - lambda (mean d)^2) stays real only for lambda in [0, 1]
     _check(0 <= cfg.loss.silog_lambda <= 1, "loss.silog_lambda", "in [0, 1]", cfg.loss.silog_lambda)
 

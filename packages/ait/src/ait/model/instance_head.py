@@ -12,6 +12,8 @@ dropped) and masks (soft mixture or hard codes, decoded, pasted into the boxes w
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +45,7 @@ class InstanceHead(nn.Module):
         mask_aux_weight: float = 5.0,
         corrupt_class_p: float = 0.5,
         object_order: str = "random",
+        coord_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if task not in ("insseg", "det"):
@@ -57,6 +60,9 @@ class InstanceHead(nn.Module):
         self.mask_weight = float(mask_weight)
         self.corrupt_class_p = float(corrupt_class_p)
         self.object_order = str(object_order)
+        if not (coord_sigma >= 0 and math.isfinite(coord_sigma)):
+            raise ValueError(f"coord_sigma must be a finite standard deviation >= 0, received {coord_sigma}")
+        self.coord_sigma = float(coord_sigma)
         self.tokenizer = tokenizer if task == "insseg" else None
         if task == "insseg":
             if tokenizer is None or tokenizer.kind != "mask":
@@ -217,7 +223,10 @@ class InstanceHead(nn.Module):
 
     def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weighted CE sum, supervised-token count, and the (already weighted) auxiliary mask sum."""
-        ce_sum, count = token_cross_entropy(logits, targets["target_ids"], targets["weights"])
+        if self.coord_sigma > 0:
+            ce_sum, count = self._smoothed_coordinate_ce(logits, targets["target_ids"], targets["weights"])
+        else:
+            ce_sum, count = token_cross_entropy(logits, targets["target_ids"], targets["weights"])
         aux_sum = torch.zeros((), device=logits.device)
         real_index = targets["real_index"]
         if self.task == "insseg" and self.soft_token and self.mask_aux_weight > 0 and len(real_index):
@@ -235,6 +244,23 @@ class InstanceHead(nn.Module):
             supervised_tokens = (weights[real_index[:, 0], real_index[:, 1]] > 0).sum(1).float()
             aux_sum = self.mask_aux_weight * self.mask_weight * (supervised_tokens * per_object).sum()
         return {"ce_sum": ce_sum, "count": count, "aux_sum": aux_sum}
+
+    def _smoothed_coordinate_ce(
+        self, logits: torch.Tensor, target_ids: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """token_cross_entropy, except that each box coordinate's target is a Gaussian over the coordinate
+        bins (standard deviation `coord_sigma` bins, centred on the true bin, normalised over the bins)."""
+        log_probs = logits.float().log_softmax(-1)
+        nll = -log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+        is_box = (self.roles == BOX).repeat(self.max_objects)[: target_ids.shape[1]]
+        start, stop = self.vocab.coord
+        centre = target_ids[:, is_box].clamp(start, stop - 1).float().unsqueeze(-1)  # (B, nbox, 1)
+        bins = torch.arange(start, stop, device=logits.device, dtype=torch.float32)
+        soft = torch.exp(-0.5 * ((bins - centre) / self.coord_sigma) ** 2)
+        soft = soft / soft.sum(-1, keepdim=True)
+        nll[:, is_box] = -(soft * log_probs[:, is_box, start:stop]).sum(-1)
+        weights = weights.to(nll.dtype)
+        return (nll * weights).sum(), (weights > 0).sum().to(nll.dtype)
 
     # ---------------------------------------------------------------------------------------- inference
     def soft_positions(self) -> torch.Tensor:
