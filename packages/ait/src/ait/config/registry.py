@@ -492,7 +492,10 @@ def _cpu_joint_demo() -> Config:
             synthetic_train_length=2000,
             synthetic_val_length=64,
         ),
-        optim=_cpu_optim(max_iters=2000, lr=1e-3),
+        # peak lr 5e-4: over seeds 0, 1, 2 (one thread, the same tokenizers) depth RMSE 0.807-0.865 m, median
+        # 0.809, against 0.807-0.888, median 0.826 at 1e-3, where 2e-3 loses a quarter (1.039 m): 1e-3 sat
+        # near the edge of smooth training, and a single run swung with the seed or the float order
+        optim=_cpu_optim(max_iters=2000, lr=5e-4),
         eval=EvalConfig(sliding_window=False, flip=True, eigen_crop=False),
         work_dir="demo_output/solver",
         log_interval=100,
