@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def render_rooms(count: int, seed: int):
+def render_rooms(count: int):
     """(count, 3, 64, 64) uint8 images of the demo's train split (the same renderer and settings)."""
     import numpy as np
     import torch
@@ -35,7 +35,7 @@ def render_rooms(count: int, seed: int):
         length=count,
         height=height,
         width=width,
-        seed=data.synthetic_seed if seed is None else seed,
+        seed=data.synthetic_seed,
         split="train",
         num_objects=tuple(data.synthetic_objects),
     )
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     mim = SimMIM(backbone, mask_patch=args.mask_patch, mask_ratio=args.mask_ratio)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
-    images = render_rooms(args.rooms, None)
+    images = render_rooms(args.rooms)
 
     def log(step: int, loss: float) -> None:
         if step % 100 == 0 or step == 1:

@@ -26,7 +26,7 @@ def test_pretraining_uses_train_images_only(monkeypatch):
         return sample
 
     monkeypatch.setattr(SyntheticRooms, "__getitem__", spy)
-    images = pretrain_rooms.render_rooms(6, None)
+    images = pretrain_rooms.render_rooms(6)
     assert images.shape == (6, 3, 64, 64) and images.dtype == torch.uint8
     assert seen and set(seen) == {"train"}
 

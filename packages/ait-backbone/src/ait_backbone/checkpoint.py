@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 # (the same rule as ait_tokenizer.original.load_error_reason; this library depends on no sibling)
-# Words of a library's error text that advise loading a refused file unsafely (torch's "re-run with
-# weights_only=False", numpy's "allow_pickle"): such text is never passed on to the user.
+# Words of a library's error text that advise loading a refused file unsafely (torch's advice to re-run
+# with its weights-only guard turned off, numpy's "allow_pickle"): such text is never passed on to the user.
 _UNSAFE_ADVICE = ("weights_only", "allow_pickle", "trust the source", "can still be loaded", "pickle")
 
 
