@@ -41,6 +41,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the paper's curriculum: the first 30 % of the steps train box + class sequences (task det), "
         "then instance segmentation starts from that model",
     ),
+    "detection_phase_70": (
+        ["curriculum.detection_iters=0.7"],
+        "a long detection phase: the first 70 % of the steps train box + class sequences (a detection step "
+        "costs 0.6x an instance step), the last 30 % instance segmentation",
+    ),
     "area_detection": (
         ["model.object_order=area", "curriculum.detection_iters=0.3"],
         "the two best single levers together: objects largest first, and the detection phase first",
@@ -60,9 +65,22 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "share_4_12": (["data.depth_batch=4", "data.insseg_batch=12"], "4 depth + 12 instance images per step"),
     "decoder_3x128": (
         ["model.d_model=128", "model.num_decoder_layers=3", "model.dim_feedforward=384"],
-        "a wider, deeper decoder (3 layers of 128, demo: 2 of 96)",
+        "a wider, deeper decoder (3 layers of 128, demo: 2 of 96): a step costs 1.25x the demo's, so 1600 "
+        "steps fit its CPU minutes",
     ),
-    "max_objects_6": (["model.max_objects=6"], "at most 6 objects per sequence, fewer noise boxes"),
+    "stride_4": (
+        [
+            'model.backbone_overrides={"depths": [2], "num_heads": [1], "window_sizes": [8], '
+            '"shift_stages": [True], "pretrained_window_sizes": [0]}'
+        ],
+        "a 16x16 memory at 64 px: the backbone stops after its first stage (stride 4, demo: two stages, "
+        "stride 8, an 8x8 memory): a step costs 1.3x the demo's, so 1500 steps fit its CPU minutes",
+    ),
+    "batch_4": (
+        ["data.depth_batch=4", "data.insseg_batch=4"],
+        "4 depth + 4 instance images per step (demo: 8 + 8): a step costs 0.6x the demo's, so 3400 steps fit "
+        "its CPU minutes, 1.7x the updates on 0.85x the images",
+    ),
     "coord_sigma_2": (
         ["loss.coord_sigma=2"],
         "box coordinates learned against a Gaussian over the neighbouring bins (2 bins = 2 px) instead of "
