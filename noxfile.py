@@ -108,7 +108,10 @@ def _install(session: nox.Session, names: list[str], extras: str = "test") -> No
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("python", "-m", "pytest", *paths, *session.posargs, env={"TRITON_INTERPRET": "1"})
+    # the ten slowest tests in every log, so a suite that creeps past its time budget shows where
+    session.run(
+        "python", "-m", "pytest", "--durations=10", *paths, *session.posargs, env={"TRITON_INTERPRET": "1"}
+    )
 
 
 @nox.session
