@@ -103,6 +103,18 @@ LEVERS: dict[str, tuple[list[str], str]] = {
 }
 
 
+def resolve_options(options: list[str], steps: int) -> list[str]:
+    """A lever's options for a run of `steps`: a fraction of the steps for the detection phase reads better in
+    the table than a step count, so `curriculum.detection_iters=0.3` becomes 30 % of `steps`."""
+    resolved = []
+    for option in options:
+        key, value = option.split("=", 1)
+        if key == "curriculum.detection_iters" and "." in value:
+            value = str(round(float(value) * steps))
+        resolved.append(f"{key}={value}")
+    return resolved
+
+
 def run(
     lever: str,
     steps: int,
@@ -151,13 +163,7 @@ def run(
             "progress=False",
             f"work_dir={Path(tmp) / 'solver'}",
         ]
-        # a fraction of the steps for the detection phase reads better in the table than a step count
-        resolved = []
-        for option in options:
-            key, value = option.split("=", 1)
-            if key == "curriculum.detection_iters" and "." in value:
-                value = str(round(float(value) * steps))
-            resolved.append(f"{key}={value}")
+        resolved = resolve_options(options, steps)
         _, _, solver_cfg = demo_configs(tmp, cfg_options=base + resolved)
         cfg = solver_cfg(depth_ckpt, mask_ckpt)
         cpu_start = time.process_time()

@@ -1,0 +1,46 @@
+"""benchmarks/levers.py: every lever is a valid variant of the demo's config, and the stored runs render."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import levers
+
+BENCHMARKS = Path(levers.__file__).resolve().parent
+
+
+@pytest.mark.parametrize("name", sorted(levers.LEVERS))
+def test_every_lever_is_a_valid_demo_config(name, tmp_path):
+    from ait.config import create_config
+
+    options, note = levers.LEVERS[name]
+    assert note
+    options = [option.replace("{pretrained}", str(tmp_path / "backbone.safetensors")) for option in options]
+    base = [f"optim.lr={levers.LEVER_BASE_LR}", "optim.max_iters=2000"]
+    cfg = create_config("cpu_joint_demo", base + levers.resolve_options(options, 2000))
+    baseline = create_config("cpu_joint_demo", base)
+    # a lever changes something, except the unchanged demo itself
+    assert (cfg.to_json() != baseline.to_json()) == (name != "demo")
+
+
+def test_stored_runs_render_one_row_per_lever():
+    stored = sorted((BENCHMARKS / "levers").glob("*.json"))
+    assert stored
+    table = levers.table(stored).splitlines()
+    names = {line.split("|")[1].strip() for line in table[2:]}
+    for name in names:
+        assert name in levers.LEVERS or name.removesuffix("_p2") in levers.LEVERS
+    assert len(table) == 2 + len(names)
+
+
+def test_a_detection_phase_given_as_a_fraction_becomes_steps():
+    resolved = levers.resolve_options(["curriculum.detection_iters=0.3", "model.object_order=area"], 2000)
+    assert resolved == ["curriculum.detection_iters=600", "model.object_order=area"]
+    assert levers.resolve_options(["curriculum.detection_iters=500"], 2000) == [
+        "curriculum.detection_iters=500"
+    ]
