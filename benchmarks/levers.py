@@ -63,6 +63,12 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "lr_2e-3": (["optim.lr=2e-3"], "peak learning rate 2e-3 (demo: 1e-3)"),
     "lr_5e-4": (["optim.lr=5e-4"], "peak learning rate 5e-4 (demo: 1e-3)"),
     "share_4_12": (["data.depth_batch=4", "data.insseg_batch=12"], "4 depth + 12 instance images per step"),
+    "depth_weight_0.2": (
+        ["loss.depth_task_weight=0.2"],
+        "the paper's joint weighting: the depth loss x 0.2 against the instance loss (demo: 1.0), so the shared "
+        "backbone and decoder follow instances more",
+    ),
+    "depth_weight_0.5": (["loss.depth_task_weight=0.5"], "the depth loss x 0.5 against the instance loss"),
     "decoder_3x128": (
         ["model.d_model=128", "model.num_decoder_layers=3", "model.dim_feedforward=384"],
         "a wider, deeper decoder (3 layers of 128, demo: 2 of 96): a step costs 1.25x the demo's, so 1600 "
