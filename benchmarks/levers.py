@@ -26,9 +26,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# every lever runs at the demo's peak lr as it was before the levers were measured (the demo itself now trains
-# at 5e-4, the lr_5e-4 row), so each stored row stays reproducible
-LEVER_BASE_LR = 1e-3
+# every lever runs on top of the demo as it was before the levers were measured (peak lr 1e-3, the depth loss at
+# full weight; the demo itself now weighs depth 0.2, the depth_weight_0.2 row), so each stored row stays
+# reproducible
+LEVER_BASE = ["optim.lr=1e-3", "loss.depth_task_weight=1.0"]
 
 # name -> (cfg options on top of cpu_joint_demo, what it changes). The first is the demo as it was before the
 # levers were measured; steps scale with --steps unless the lever fixes its own.
@@ -160,7 +161,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix=f"ait_lever_{lever}_") as own_tmp:
         tmp = tmp_root if dist_info.world_size > 1 else Path(own_tmp)
         base = [
-            f"optim.lr={LEVER_BASE_LR}",
+            *LEVER_BASE,
             f"optim.max_iters={steps}",
             f"optim.warmup_iters={max(1, steps // 20)}",
             "checkpoint_interval=0",

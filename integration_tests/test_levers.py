@@ -21,7 +21,7 @@ def test_every_lever_is_a_valid_demo_config(name, tmp_path):
     options, note = levers.LEVERS[name]
     assert note
     options = [option.replace("{pretrained}", str(tmp_path / "backbone.safetensors")) for option in options]
-    base = [f"optim.lr={levers.LEVER_BASE_LR}", "optim.max_iters=2000"]
+    base = [*levers.LEVER_BASE, "optim.max_iters=2000"]
     cfg = create_config("cpu_joint_demo", base + levers.resolve_options(options, 2000))
     baseline = create_config("cpu_joint_demo", base)
     # a lever changes something, except the unchanged demo itself
