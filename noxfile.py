@@ -114,12 +114,22 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     )
 
 
+ALL_TEST_PATHS = [f"packages/{name}/tests" for name in PACKAGES] + ["integration_tests"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """All packages' tests and the integration tests in one environment."""
+    """All packages' tests and the integration tests in one environment, less the long end-to-end proofs
+    (marked slow: `nox -s slow`)."""
     _install(session, list(PACKAGES))
-    paths = [f"packages/{name}/tests" for name in PACKAGES] + ["integration_tests"]
-    _pytest(session, *paths)
+    _pytest(session, "-m", "not slow", *ALL_TEST_PATHS)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The long end-to-end proofs (tests marked slow): the overfit runs that show the whole chain learns."""
+    _install(session, list(PACKAGES))
+    _pytest(session, "-m", "slow", *ALL_TEST_PATHS)
 
 
 def _make_package_session(short: str, name: str) -> None:

@@ -47,6 +47,9 @@ COCO_IMAGES = "train2017_coco8"
 COCO_ANN = "annotations/instances_train2017_coco8.json"
 ROOMS = 8
 
+# minutes each on two cores: `nox -s slow` runs them (CI does), `nox -s tests` does not
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
