@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout
+from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout, sine_coordinate_codes
 from ait_decoder.testing import random_features
 from ait_decoder.testing import tiny_decoder as make_tiny_decoder
 from ait_decoder.testing import tiny_vocab as make_tiny_vocab
@@ -51,6 +51,31 @@ def test_initialisation_follows_the_original():
     assert torch.count_nonzero(model.blocks[0].mlp.fc1.bias) == 0
     assert model.output_bias.abs().max() > 0  # trunc-normal, as the original's outp_bias
     assert torch.equal(model.final_norm.weight, torch.ones(64))
+
+
+def test_coordinate_embeddings_start_from_the_given_codes_and_the_output_ties_to_them():
+    model = make_tiny_decoder(d_model=32)
+    vocab = make_tiny_vocab()
+    first, stop = vocab.coord
+    before = model.token_embed.weight.detach().clone()
+    codes = sine_coordinate_codes(vocab.num_bins, 40, 8, 32)
+    model.init_coordinate_embeddings(first, codes)
+    rows = model.token_embed.weight.detach()
+    # the same codes, scaled to the random rows' RMS; every other token untouched
+    scale = (codes.pow(2).mean().sqrt() / 0.02).item()
+    torch.testing.assert_close(rows[first:stop].double() * scale, codes, rtol=1e-5, atol=1e-6)
+    assert torch.equal(rows[stop:], before[stop:])
+    # tied: a hidden state equal to bin b's embedding scores bin b above the bins far from it
+    logits = model.logits(rows[first + 10][None, None]) - model.output_bias.detach()
+    far = torch.cat([logits[0, 0, first : first + 5], logits[0, 0, first + 16 : stop]])
+    assert logits[0, 0, first + 10] > far.max()
+
+
+@pytest.mark.parametrize(("first", "shape"), [(0, (21, 30)), (-1, (21, 32)), (200, (21, 32))])
+def test_coordinate_embeddings_of_the_wrong_shape_or_place_are_refused(first, shape):
+    model = make_tiny_decoder(d_model=32)
+    with pytest.raises(ValueError, match="codes must be"):
+        model.init_coordinate_embeddings(first, torch.zeros(shape))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

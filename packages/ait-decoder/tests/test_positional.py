@@ -2,8 +2,10 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ait_decoder import sine_positions_2d
+from ait_decoder import sine_coordinate_codes, sine_positions_2d
 
 
 def reference(height, width, dim, temperature=10000.0):
@@ -38,3 +40,46 @@ def test_matches_elementwise_reference(height, width, dim):
 def test_bad_dim():
     with pytest.raises(ValueError, match="divisible by 4"):
         sine_positions_2d(2, 2, dim=6)
+
+
+# --------------------------------------------------------------------------- coordinate bins in that code
+@settings(max_examples=25, deadline=None)
+@given(
+    cells=st.integers(1, 12),
+    stride=st.sampled_from([4, 8, 16, 32]),
+    dim=st.sampled_from([16, 32, 96]),
+)
+def test_a_bin_at_a_cell_centre_carries_that_cells_position_code(cells, stride, dim):
+    # one bin per pixel: bin stride * (i + 0.5) sits on the centre of cell i, whose row code (y half) and
+    # column code (x half) the neck adds to its memory tokens
+    canvas = cells * stride
+    codes = sine_coordinate_codes(canvas, canvas, stride, dim)
+    grid = sine_positions_2d(cells, cells, dim, dtype=torch.float64)
+    half = dim // 2
+    for i in range(cells):
+        centre = codes[stride * i + stride // 2]
+        torch.testing.assert_close(centre[:half], grid[i * cells, :half], rtol=0, atol=1e-12)  # row i
+        torch.testing.assert_close(centre[half:], grid[i, half:], rtol=0, atol=1e-12)  # column i
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_bins=st.integers(8, 200), canvas=st.sampled_from([64, 640]), dim=st.sampled_from([32, 256]))
+def test_neighbouring_bins_are_closer_than_distant_ones(num_bins, canvas, dim):
+    codes = sine_coordinate_codes(num_bins, canvas, canvas / 8, dim)
+    assert codes.shape == (num_bins + 1, dim) and codes.dtype == torch.float64
+    distance = torch.cdist(codes, codes)
+    # up to two cells away (the fastest channel turns by one radian a cell: no wrap before pi), the code
+    # drifts away steadily as the other bin moves off
+    reach = 2 * num_bins // 8
+    for first in range(0, num_bins + 1 - reach):
+        row = distance[first, first : first + reach + 1]
+        assert bool((row[1:] > row[:-1]).all()), (first, row)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [((10, 64, 8, 30), "divisible by 4"), ((0, 64, 8, 32), "num_bins >= 1"), ((10, 64, 0, 32), "stride > 0")],
+)
+def test_bad_coordinate_code_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        sine_coordinate_codes(*args)

@@ -227,6 +227,10 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
             r"data.crop_size: expected sides that are multiples of the backbone's stride",
         ),
         ("model.object_order=size", r"model.object_order: expected one of \('random', 'area', 'raster'\)"),
+        (
+            "model.coordinate_embedding=cosine",
+            r"model.coordinate_embedding: expected one of \('learned', 'sine'\), got 'cosine'",
+        ),
     ],
 )
 def test_wrong_values_are_clear_errors(option, message):

@@ -365,6 +365,20 @@ def test_int8_decode_weights_reach_the_autoregressive_steps(monkeypatch):
         solver.cfg.validate()
 
 
+def test_sine_coordinate_embeddings_start_from_the_bins_places_on_the_memory_grid():
+    from ait_decoder import sine_coordinate_codes
+
+    learned, sine = (build(tiny_config(coordinate_embedding=kind)) for kind in ("learned", "sine"))
+    first, stop = sine.vocab.coord
+    rows = sine.decoder.token_embed.weight.detach()[first:stop].double()
+    # SIZE 32 px through the stride-8 backbone: a 4x4 memory, one bin per pixel
+    codes = sine_coordinate_codes(SIZE, SIZE, sine.backbone.stride, 32)
+    torch.testing.assert_close(rows / rows.pow(2).mean().sqrt(), codes / codes.pow(2).mean().sqrt())
+    assert not torch.allclose(learned.decoder.token_embed.weight[first:stop].double(), rows)
+    # the rest of the model is the same draw
+    assert torch.equal(learned.decoder.token_embed.weight[stop:], sine.decoder.token_embed.weight[stop:])
+
+
 def test_detection_only_has_no_mask_tokens():
     solver = build(tiny_config(tasks=("det",))).train()
     out = solver.training_step({"det": instance_batch()}, torch.Generator().manual_seed(0))

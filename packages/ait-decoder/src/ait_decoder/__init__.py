@@ -4,7 +4,7 @@ from ait_decoder.decoder import AiTDecoder, DecoderConfig, DecodingState
 from ait_decoder.generation import GenerationOutput, generate
 from ait_decoder.layers import DECODING_WEIGHTS, StepLinear
 from ait_decoder.neck import Memory, Neck
-from ait_decoder.positional import sine_positions_2d
+from ait_decoder.positional import sine_coordinate_codes, sine_positions_2d
 from ait_decoder.sampling import greedy, soft_embedding, top_p_filter, top_p_sample
 from ait_decoder.vocab import VocabLayout
 
@@ -20,6 +20,7 @@ __all__ = [
     "VocabLayout",
     "generate",
     "greedy",
+    "sine_coordinate_codes",
     "sine_positions_2d",
     "soft_embedding",
     "top_p_filter",

@@ -134,6 +134,25 @@ class AiTDecoder(nn.Module):
         ):
             nn.init.trunc_normal_(tensor, std=std)
 
+    def init_coordinate_embeddings(self, first_id: int, codes: torch.Tensor) -> None:
+        """Start the embeddings of ids ``first_id .. first_id + len(codes) - 1`` (the coordinate bins; input and
+        output, as they are tied) from ``codes`` (e.g. ``sine_coordinate_codes``), scaled so that their entries'
+        RMS is ``init_std`` like the random rows': neighbouring bins then start with similar embeddings, and a
+        bin's embedding resembles the memory cells' position codes at its place."""
+        rows = self.token_embed.weight
+        if (
+            codes.ndim != 2
+            or codes.shape[1] != rows.shape[1]
+            or not 0 <= first_id <= rows.shape[0] - len(codes)
+        ):
+            raise ValueError(
+                f"codes must be (n, {rows.shape[1]}) rows of ids within the vocabulary of {rows.shape[0]}, "
+                f"received {tuple(codes.shape)} from id {first_id}"
+            )
+        rms = codes.to(torch.float64).pow(2).mean().sqrt().clamp_min(1e-12)
+        with torch.no_grad():
+            rows[first_id : first_id + len(codes)] = (codes / rms * self.config.init_std).to(rows.dtype)
+
     # --- neck ----------------------------------------------------------------------------------------
     def encode(self, features: torch.Tensor) -> Memory:
         """Backbone features (B, C, h, w) -> ``Memory`` (tokens (B, h*w, D) with positions added)."""

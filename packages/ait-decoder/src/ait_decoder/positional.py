@@ -5,6 +5,37 @@ from __future__ import annotations
 import torch
 
 
+def sine_codes_1d(coords: torch.Tensor, channels: int, temperature: float = 10000.0) -> torch.Tensor:
+    """``(n,)`` coordinates -> ``(n, channels)`` float64 codes: channel pairs ``(2i, 2i+1)`` hold
+    ``sin(c / T^(2i/channels))`` and ``cos(c / T^(2i/channels))``. One axis of `sine_positions_2d`."""
+    if channels % 2:
+        raise ValueError(f"sine codes need an even number of channels (sin/cos pairs), received {channels}")
+    # float64 for the angles so large coordinates keep their precision
+    coords = coords.to(torch.float64)
+    channel = torch.arange(channels, dtype=torch.float64, device=coords.device)
+    inverse_frequency = temperature ** (2 * torch.div(channel, 2, rounding_mode="floor") / channels)
+    angles = coords[:, None] / inverse_frequency
+    return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=-1).flatten(1)
+
+
+def sine_coordinate_codes(
+    num_bins: int, canvas: float, stride: float, dim: int, temperature: float = 10000.0
+) -> torch.Tensor:
+    """``(num_bins + 1, dim)`` float64: each coordinate bin's position on the memory grid, coded as the neck
+    codes its cells. Bin ``b`` is pixel ``b * canvas / num_bins``, which lies at ``pixel / stride - 0.5`` in
+    cell units (cell ``i`` spans pixels ``[i * stride, (i + 1) * stride)``); both halves of the code carry
+    it, since one bin id serves x and y alike."""
+    if num_bins < 1 or canvas <= 0 or stride <= 0:
+        raise ValueError(
+            f"need num_bins >= 1, canvas > 0 and stride > 0, received {num_bins}, {canvas}, {stride}"
+        )
+    if dim % 4:
+        raise ValueError(f"sine codes need dim divisible by 4 (two axes × sin/cos), received {dim}")
+    pixels = torch.arange(num_bins + 1, dtype=torch.float64) * (canvas / num_bins)
+    half = sine_codes_1d(pixels / stride - 0.5, dim // 2, temperature)
+    return torch.cat((half, half), dim=1)
+
+
 def sine_positions_2d(
     height: int,
     width: int,
@@ -25,16 +56,8 @@ def sine_positions_2d(
     if height < 1 or width < 1:
         raise ValueError(f"grid must be at least 1×1, received {height}×{width}")
     per_axis = dim // 2
-    # float64 for the angles so large coordinates keep their precision, cast at the end.
-    channel = torch.arange(per_axis, dtype=torch.float64, device=device)
-    inverse_frequency = temperature ** (2 * torch.div(channel, 2, rounding_mode="floor") / per_axis)
-
-    def encode(coords: torch.Tensor) -> torch.Tensor:  # (n,) -> (n, per_axis), interleaved sin/cos
-        angles = coords[:, None] / inverse_frequency
-        return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=-1).flatten(1)
-
-    pos_y = encode(torch.arange(height, dtype=torch.float64, device=device))  # (h, per_axis)
-    pos_x = encode(torch.arange(width, dtype=torch.float64, device=device))  # (w, per_axis)
+    pos_y = sine_codes_1d(torch.arange(height, dtype=torch.float64, device=device), per_axis, temperature)
+    pos_x = sine_codes_1d(torch.arange(width, dtype=torch.float64, device=device), per_axis, temperature)
     grid = torch.cat(
         (
             pos_y[:, None, :].expand(height, width, per_axis),

@@ -65,6 +65,10 @@ class ModelConfig:
     max_objects: int = 100
     # order of the objects in an instance sequence: "random" (the original), "area" (largest first), "raster"
     object_order: str = "random"
+    # how the coordinate bins' embeddings start: "learned" (random, as every other token: the original) or
+    # "sine" (each bin's position on the memory grid in the neck's sine code, so neighbouring bins start alike
+    # and a bin resembles the memory cells at its place; ait_decoder.sine_coordinate_codes)
+    coordinate_embedding: str = "learned"
     canvas: int = 640  # instance coordinate canvas (pixels)
     # (H, W) of the depth ground truth the tokenizer encodes: the training crop (480x480 -> 15x15 = 225
     # tokens in every paper config, the joint one included); fixes the depth sequence length

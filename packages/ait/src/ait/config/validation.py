@@ -19,6 +19,7 @@ SCHEDULES = ("step", "linear", "constant")
 DECODING_MODES = ("autoregressive", "parallel")  # model.decoding values: AiT / AiT-P
 AMP_MODES = ("fp16", "bf16", "none")  # optim.amp (ait.engine.precision; true/false = fp16/none)
 SOFT_LOOKUP_BACKENDS = ("auto", "triton", "torch")  # model.soft_lookup (ait_tokenizer.soft_lookup)
+COORDINATE_EMBEDDINGS = ("learned", "sine")  # model.coordinate_embedding (ait.model.solver)
 # which tasks each dataset kind can feed
 DATASET_TASKS = {
     "synthetic": {"depth", "insseg", "det"},
@@ -209,6 +210,12 @@ def validate_config(cfg: Config) -> None:
     _check(0 <= m.backbone_drop_path < 1, "model.backbone_drop_path", "in [0, 1)", m.backbone_drop_path)
     _check(m.max_objects >= 1, "model.max_objects", ">= 1", m.max_objects)
     _check(m.object_order in OBJECT_ORDERS, "model.object_order", f"one of {OBJECT_ORDERS}", m.object_order)
+    _check(
+        m.coordinate_embedding in COORDINATE_EMBEDDINGS,
+        "model.coordinate_embedding",
+        f"one of {COORDINATE_EMBEDDINGS}",
+        m.coordinate_embedding,
+    )
     phase = cfg.curriculum.detection_iters
     _check(_is_int(phase) and phase >= 0, "curriculum.detection_iters", "an int >= 0", phase)
     if phase:

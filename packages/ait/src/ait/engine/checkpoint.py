@@ -100,6 +100,7 @@ INFERENCE_KEYS = (
     "model.top_p",
     "model.soft_input",
     "model.object_order",  # how training sequences order the objects: nothing at inference
+    "model.coordinate_embedding",  # how training starts the coordinate embeddings: the weights say the rest
 )
 
 

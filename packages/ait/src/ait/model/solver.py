@@ -18,7 +18,7 @@ from ait.losses import token_normaliser
 from ait.model.depth_head import DepthHead
 from ait.model.instance_head import InstanceHead
 from ait_backbone import create_backbone, load_backbone_checkpoint
-from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout
+from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout, sine_coordinate_codes
 from ait_tokenizer import TokenizerConfig, VQVAETokenizer, create_tokenizer, load_tokenizer
 
 TASKS = ("depth", "insseg", "det")
@@ -435,4 +435,8 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
             drop_path=model.drop_path,
         )
     )
+    if model.coordinate_embedding == "sine" and instance_head is not None:
+        first = vocab.coord[0]
+        codes = sine_coordinate_codes(vocab.num_bins, model.canvas, backbone.stride, model.d_model)
+        decoder.init_coordinate_embeddings(first, codes)
     return TaskSolver(cfg, backbone, decoder, vocab, depth_head=depth_head, instance_head=instance_head)
