@@ -379,6 +379,21 @@ def test_sine_coordinate_embeddings_start_from_the_bins_places_on_the_memory_gri
     assert torch.equal(learned.decoder.token_embed.weight[stop:], sine.decoder.token_embed.weight[stop:])
 
 
+def test_the_memory_box_loss_is_added_weighted_only_when_asked():
+    generator_seed = 0
+    off = build(tiny_config(tasks=("insseg",))).train()
+    on = build(tiny_config(tasks=("insseg",), loss=LossConfig(memory_box_weight=0.5))).train()
+    assert off.memory_box_head is None and on.memory_box_head is not None
+    out_off = off.training_step({"insseg": instance_batch()}, torch.Generator().manual_seed(generator_seed))
+    out_on = on.training_step({"insseg": instance_batch()}, torch.Generator().manual_seed(generator_seed))
+    assert "insseg_memory_boxes" not in out_off and out_on["insseg_memory_boxes"] > 0
+    # the same draw but for the head: the sequence terms agree, the total adds the memory term
+    assert out_on["insseg_ce"] == pytest.approx(out_off["insseg_ce"])
+    assert out_on["loss"].item() == pytest.approx(out_off["loss"].item() + out_on["insseg_memory_boxes"])
+    out_on["loss"].backward()
+    assert on.memory_box_head.proj.weight.grad.abs().sum() > 0
+
+
 def test_detection_only_has_no_mask_tokens():
     solver = build(tiny_config(tasks=("det",))).train()
     out = solver.training_step({"det": instance_batch()}, torch.Generator().manual_seed(0))

@@ -103,6 +103,10 @@ class LossConfig:
     # instead of the exact bin: a box one bin off is then nearly right, not as wrong as any other bin.
     # 0 = the original's plain cross-entropy on the exact bin
     coord_sigma: float = 0.0
+    # a dense auxiliary loss on the image memory (training only; ait.model.memory_boxes): each memory cell an
+    # object covers is trained to name that object's corner bins and class through the decoder's own output
+    # layer, weighted like one supervised token per (cell, role). 0 = off, as in the original
+    memory_box_weight: float = 0.0
 
 
 @dataclass

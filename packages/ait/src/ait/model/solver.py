@@ -17,6 +17,7 @@ from ait.engine.preflight import BACKBONE_FROM_SCRATCH, UNTRAINED_TOKENIZER
 from ait.losses import token_normaliser
 from ait.model.depth_head import DepthHead
 from ait.model.instance_head import InstanceHead
+from ait.model.memory_boxes import MemoryBoxHead
 from ait_backbone import create_backbone, load_backbone_checkpoint
 from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout, sine_coordinate_codes
 from ait_tokenizer import TokenizerConfig, VQVAETokenizer, create_tokenizer, load_tokenizer
@@ -46,8 +47,10 @@ class TaskSolver(nn.Module):
         vocab: VocabLayout,
         depth_head: DepthHead | None = None,
         instance_head: InstanceHead | None = None,
+        memory_box_head: MemoryBoxHead | None = None,
     ) -> None:
         super().__init__()
+        self.memory_box_head = memory_box_head  # training only: a dense loss on the image memory
         self.cfg = cfg
         self.backbone = backbone
         self.decoder = decoder
@@ -185,7 +188,7 @@ class TaskSolver(nn.Module):
         for index, task in enumerate(self.tasks):
             weight = loss_cfg.depth_task_weight if task == "depth" else loss_cfg.insseg_task_weight
             if task not in local:
-                parts.update(dict.fromkeys(_PART_KEYS[task], 0.0))
+                parts.update(dict.fromkeys(self._part_keys(task), 0.0))
                 continue
             terms, norm = local[task], normalisers[index]
             task_loss = terms["sum"] / norm
@@ -196,11 +199,18 @@ class TaskSolver(nn.Module):
             elif task == "insseg":
                 parts["insseg_mask_aux"] = float(terms["aux_sum"].detach() / norm)
                 parts["insseg_objects"] = float(terms["objects"])
+            if "memory_box_sum" in terms:
+                parts[f"{task}_memory_boxes"] = float(terms["memory_box_sum"].detach() / norm)
             parts[f"{task}_loss"] = float(task_loss.detach())
             parts[f"{task}_tokens"] = float(terms["count"])
         parts_out = {"loss": total, **parts}
         parts_out["total"] = float(total.detach())
         return parts_out
+
+    def _part_keys(self, task: str) -> tuple[str, ...]:
+        if task != "depth" and self.memory_box_head is not None:
+            return (*_PART_KEYS[task], f"{task}_memory_boxes")
+        return _PART_KEYS[task]
 
     def _depth_sum(self, depth_batch: dict) -> dict[str, torch.Tensor]:
         head = self.depth_head
@@ -220,7 +230,20 @@ class TaskSolver(nn.Module):
         memory = self.encode_images(inst_batch["image"])
         logits = self.teacher_forced_logits(memory, targets["input_ids"], task, head.length)
         terms = head.loss(logits, targets)
-        return {**terms, "sum": terms["ce_sum"] + terms["aux_sum"], "objects": len(targets["real_index"])}
+        total = terms["ce_sum"] + terms["aux_sum"]
+        if self.memory_box_head is not None:
+            memory_sum, _ = self.memory_box_head.loss(
+                memory.tokens,
+                memory.grid,
+                self.backbone.stride,
+                inst_batch,
+                self.decoder,
+                self.vocab,
+                head.canvas,
+            )
+            terms["memory_box_sum"] = self.cfg.loss.memory_box_weight * memory_sum
+            total = total + terms["memory_box_sum"]
+        return {**terms, "sum": total, "objects": len(targets["real_index"])}
 
     # ---------------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -439,4 +462,15 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
         first = vocab.coord[0]
         codes = sine_coordinate_codes(vocab.num_bins, model.canvas, backbone.stride, model.d_model)
         decoder.init_coordinate_embeddings(first, codes)
-    return TaskSolver(cfg, backbone, decoder, vocab, depth_head=depth_head, instance_head=instance_head)
+    memory_box_head = None
+    if cfg.loss.memory_box_weight > 0 and instance_head is not None:
+        memory_box_head = MemoryBoxHead(model.d_model)
+    return TaskSolver(
+        cfg,
+        backbone,
+        decoder,
+        vocab,
+        depth_head=depth_head,
+        instance_head=instance_head,
+        memory_box_head=memory_box_head,
+    )
