@@ -107,6 +107,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the backbone starts from self-supervised weights (SimMIM-style masked image modelling on the train "
         "split's images, no labels: benchmarks/pretrain_rooms.py)",
     ),
+    "coord_sine_dw0.2": (
+        ["loss.depth_task_weight=0.2", "model.coordinate_embedding=sine"],
+        "with the paper's joint weighting (depth loss x 0.2), the coordinate bins' embeddings start from the "
+        "neck's sine code of their place on the memory grid (demo: random)",
+    ),
 }
 
 

@@ -89,9 +89,8 @@ class MemoryBoxHead(nn.Module):
             picked.append(index * cells + covered)
             coord_targets.append(quantize_boxes(boxes[objects], canvas, vocab.num_bins) + vocab.coord[0])
             class_targets.append(labels[objects] + vocab.classes[0])
-        zero = memory_tokens.sum() * 0.0
-        if not picked:
-            return zero, 0
+        if not picked:  # zero, with a graph through the head (every parameter takes part in every step)
+            return self.proj(memory_tokens[:, :1]).sum() * 0.0, 0
         device = memory_tokens.device
         rows = torch.cat(picked).to(device)
         queries = self.proj(memory_tokens.reshape(-1, dim)[rows]).view(-1, ROLES, dim)
