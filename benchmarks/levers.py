@@ -27,9 +27,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # every lever runs on top of the demo as it was before the levers were measured (peak lr 1e-3, the depth loss at
-# full weight; the demo itself now weighs depth 0.2, the depth_weight_0.2 row), so each stored row stays
-# reproducible
-LEVER_BASE = ["optim.lr=1e-3", "loss.depth_task_weight=1.0"]
+# full weight, objects in random order, no memory boxes; the demo itself now has the levers of the
+# memory_boxes_area_dw0.2 row), so each stored row stays reproducible
+LEVER_BASE = [
+    "optim.lr=1e-3",
+    "loss.depth_task_weight=1.0",
+    "model.object_order=random",
+    "loss.memory_box_weight=0",
+]
 
 # name -> (cfg options on top of cpu_joint_demo, what it changes). The first is the demo as it was before the
 # levers were measured; steps scale with --steps unless the lever fixes its own.
@@ -106,6 +111,21 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         ["model.backbone_checkpoint={pretrained}"],
         "the backbone starts from self-supervised weights (SimMIM-style masked image modelling on the train "
         "split's images, no labels: benchmarks/pretrain_rooms.py)",
+    ),
+    "area_dw0.2": (
+        ["loss.depth_task_weight=0.2", "model.object_order=area"],
+        "with the paper's joint weighting (depth loss x 0.2), objects in the sequence largest first",
+    ),
+    "memory_boxes_dw0.2": (
+        ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5"],
+        "with the paper's joint weighting (depth loss x 0.2), a dense auxiliary loss on the image memory: each "
+        "memory cell an object covers names that object's corner bins and class through the decoder's output "
+        "layer (weight 0.5 per cell and role; training only)",
+    ),
+    "memory_boxes_area_dw0.2": (
+        ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"],
+        "the two best levers together, with the paper's joint weighting: the memory boxes, and objects in the "
+        "sequence largest first",
     ),
     "coord_sine_dw0.2": (
         ["loss.depth_task_weight=0.2", "model.coordinate_embedding=sine"],
