@@ -21,10 +21,13 @@ HERE = Path(__file__).resolve().parent
 
 def score(run: str, seeds: list[int], rooms: int) -> dict:
     """Depth RMSE (and its ratio to predict-the-mean), box and mask AP of `run` per generator seed."""
-    import torch
+    import copy
 
+    import torch
+    from _common import mean_train_depth
+
+    from ait.config import apply_overrides
     from ait.data import build_eval_loader
-    from ait.demo import _mean_train_depth
     from ait.engine import evaluate_solver
     from ait.engine.inference import load_solver
     from ait.evaluation import mean_depth_baseline
@@ -36,12 +39,11 @@ def score(run: str, seeds: list[int], rooms: int) -> dict:
             f"unseen_rooms: error: {run} was trained on {cfg.data.dataset!r}, not synthetic rooms"
         )
     own_seed = cfg.data.synthetic_seed
-    mean_depth = _mean_train_depth(cfg) if "depth" in cfg.model.tasks else None
+    mean_depth = mean_train_depth(cfg) if "depth" in cfg.model.tasks else None
     rows = []
     for seed in [own_seed, *[s for s in seeds if s != own_seed]]:
-        _, seed_cfg = load_solver(
-            run, overrides=[f"data.synthetic_seed={seed}", f"data.synthetic_val_length={rooms}"]
-        )
+        overrides = [f"data.synthetic_seed={seed}", f"data.synthetic_val_length={rooms}"]
+        seed_cfg = apply_overrides(copy.deepcopy(cfg), overrides).validate()
         metrics = evaluate_solver(seed_cfg, solver)
         coco = metrics.get("insseg", metrics.get("det", {}))
         row = {

@@ -87,8 +87,9 @@ class MemoryBoxHead(nn.Module):
             labels = torch.as_tensor(batch["labels"][index], dtype=torch.long).reshape(-1).cpu()
             objects = owners[covered]
             picked.append(index * cells + covered)
-            coord_targets.append(quantize_boxes(boxes[objects], canvas, vocab.num_bins) + vocab.coord[0])
-            class_targets.append(labels[objects] + vocab.classes[0])
+            # targets as positions within the coordinate and class spans the logits cover
+            coord_targets.append(quantize_boxes(boxes[objects], canvas, vocab.num_bins))
+            class_targets.append(labels[objects])
         if not picked:  # zero, with a graph through the head (every parameter takes part in every step)
             return self.proj(memory_tokens[:, :1]).sum() * 0.0, 0
         device = memory_tokens.device
@@ -96,8 +97,8 @@ class MemoryBoxHead(nn.Module):
         queries = self.proj(memory_tokens.reshape(-1, dim)[rows]).view(-1, ROLES, dim)
         coord_logits = decoder.logits(queries[:, :4], vocab.coord)  # (n, 4, bins)
         class_logits = decoder.logits(queries[:, 4], vocab.classes)  # (n, classes)
-        coords = torch.cat(coord_targets).to(device) - vocab.coord[0]
-        classes = torch.cat(class_targets).to(device) - vocab.classes[0]
+        coords = torch.cat(coord_targets).to(device)
+        classes = torch.cat(class_targets).to(device)
         # at least fp32 (half-precision logits under autocast), float64 kept
         dtype = torch.promote_types(coord_logits.dtype, torch.float32)
         total = F.cross_entropy(coord_logits.to(dtype).flatten(0, 1), coords.flatten(), reduction="sum")
