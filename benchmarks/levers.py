@@ -34,6 +34,7 @@ LEVER_BASE = [
     "loss.depth_task_weight=1.0",
     "model.object_order=random",
     "loss.memory_box_weight=0",
+    "loss.attention_guide_weight=0",
 ]
 
 # name -> (cfg options on top of cpu_joint_demo, what it changes). The first is the demo as it was before the
@@ -131,6 +132,26 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         ["loss.depth_task_weight=0.2", "model.coordinate_embedding=sine"],
         "with the paper's joint weighting (depth loss x 0.2), the coordinate bins' embeddings start from the "
         "neck's sine code of their place on the memory grid (demo: random)",
+    ),
+    "memory_boxes0.25_area_dw0.2": (
+        ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.25", "model.object_order=area"],
+        "the demo's memory-box recipe with the memory boxes at half weight (0.25, demo: 0.5), to give the "
+        "shared backbone back to depth",
+    ),
+    "memory_boxes_area_dw0.3": (
+        ["loss.depth_task_weight=0.3", "loss.memory_box_weight=0.5", "model.object_order=area"],
+        "the demo's memory-box recipe with the depth loss x 0.3 (demo: 0.2)",
+    ),
+    "attention_guide_mb_area_dw0.2": (
+        [
+            "loss.depth_task_weight=0.2",
+            "loss.memory_box_weight=0.5",
+            "model.object_order=area",
+            "loss.attention_guide_weight=1.0",
+        ],
+        "the demo's memory-box recipe, and guided cross-attention: every position of a real object's tokens is "
+        "pushed, in each decoder block, to attend to the memory cells that object occupies (weight 1.0 per "
+        "position; training only)",
     ),
 }
 

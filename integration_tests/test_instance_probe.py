@@ -83,3 +83,26 @@ def test_probe_reads_a_trained_run(tmp_path):
     assert set(result) == {"x1", "y1", "x2", "y2", "class", "class_real", "mask_1"}
     for row in result.values():
         assert row["positions"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+
+
+def test_where_it_looks_reports_attention_per_block_and_the_memorys_corners(tmp_path):
+    from ait.config import create_config
+    from ait.engine import Trainer
+
+    run = tmp_path / "run"
+    options = {
+        "work_dir": str(run),
+        "optim.max_iters": 2,
+        "data.synthetic_val_length": 4,
+        "loss.memory_box_weight": 0.5,
+    }
+    Trainer(create_config("cpu_insseg_tiny", options).validate(), device="cpu", evaluate=False).train()
+    looks = instance_probe.where_it_looks(str(run), images=3)
+    solver_blocks = len(looks["attention"])
+    assert solver_blocks >= 1
+    for row in looks["attention"]:
+        assert set(row) == {"x1", "y1", "x2", "y2", "class", "mask_1"}
+        assert all(0.0 <= mass <= 1.0 for mass in row.values())
+    assert 0.0 < looks["uniform"] <= 1.0
+    corners = looks["memory_corners_within_2"]
+    assert len(corners) == 4 and all(0.0 <= share <= 1.0 for share in corners)

@@ -44,3 +44,22 @@ def test_a_detection_phase_given_as_a_fraction_becomes_steps():
     assert levers.resolve_options(["curriculum.detection_iters=500"], 2000) == [
         "curriculum.detection_iters=500"
     ]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["loss.attention_guide_weight=1.0"],
+        ["loss.memory_rank_weight=0.5"],
+        ["model.coordinate_embedding=sine"],
+    ],
+)
+def test_an_instance_only_run_is_a_valid_demo_config_without_depth(extra, tmp_path):
+    import instance_only
+
+    from ait.config import create_config
+
+    cfg = create_config("cpu_joint_demo", instance_only.options(2000, 0, tmp_path, extra)).validate()
+    assert cfg.model.tasks == ("insseg",) and cfg.data.depth_batch == 0 and cfg.model.depth_tokenizer is None
+    assert cfg.optim.max_iters == 2000 and cfg.num_threads == 1

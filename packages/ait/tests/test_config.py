@@ -238,6 +238,24 @@ def test_wrong_values_are_clear_errors(option, message):
         create_config("cpu_depth_tiny", [option])
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["loss.memory_rank_weight=0.5", "loss.memory_box_weight=0"],
+            r"loss.memory_rank_weight: expected 0 unless loss.memory_box_weight > 0",
+        ),
+        (
+            ["loss.memory_rank_weight=0.5", "model.object_order=random"],
+            r"loss.memory_rank_weight: expected 0 with model.object_order=random",
+        ),
+    ],
+)
+def test_a_sequence_rank_needs_the_memory_boxes_and_a_fixed_order(options, message):
+    with pytest.raises(ConfigError, match=message):
+        create_config("cpu_joint_demo", options)
+
+
 def test_a_non_finite_loss_weight_given_as_a_number_is_refused():
     with pytest.raises(ConfigError, match=r"loss.mask_weight: expected a finite weight >= 0, got nan"):
         create_config("cpu_depth_tiny", {"loss.mask_weight": float("nan")})

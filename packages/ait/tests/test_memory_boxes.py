@@ -126,3 +126,35 @@ def test_a_memory_that_does_not_match_its_grid_is_refused():
         MemoryBoxHead(32).loss(
             torch.zeros(1, 15, 32), (4, 4), 5, {"boxes": [], "labels": []}, decoder, vocab, 20
         )
+
+
+def test_the_rank_role_adds_each_cells_place_of_its_object_in_the_area_order():
+    torch.manual_seed(0)
+    vocab = VocabLayout(
+        num_bins=20, num_classes=5, mask_codes=8, depth_codes=8, reserved=3, tokens_per_mask=4
+    )
+    decoder = tiny_decoder(torch.float64).train()
+    plain = MemoryBoxHead(32).double()
+    ranked = MemoryBoxHead(32, rank_slots=2, rank_weight=0.5, order="area").double()
+    ranked.proj.load_state_dict(plain.proj.state_dict())
+    masks = torch.zeros(2, 20, 20, dtype=torch.uint8)
+    masks[0, 0:10, 0:15] = 1  # 150 px, listed first, second in the sequence
+    masks[1, 5:20, 8:20] = 1  # 180 px: the larger, so first in the sequence
+    boxes = torch.tensor([[0.0, 0.0, 15.0, 10.0], [8.0, 5.0, 20.0, 20.0]])  # areas 150 and 180
+    batch = {"boxes": [boxes], "labels": [torch.tensor([3, 1])], "masks": [masks]}
+    memory = torch.randn(1, 16, 32, dtype=torch.float64, requires_grad=True)
+    base, _ = plain.loss(memory, (4, 4), 5, batch, decoder, vocab, 20)
+    total, _ = ranked.loss(memory, (4, 4), 5, batch, decoder, vocab, 20)
+    owners = cell_owners(masks, (4, 4), 5)
+    covered = (owners >= 0).nonzero()[:, 0]
+    rank_of_object = torch.tensor([1, 0])  # the second object is larger: first in the sequence
+    logits = ranked.rank(memory[0, covered]).log_softmax(-1)
+    expected = base - 0.5 * logits.gather(1, rank_of_object[owners[covered]][:, None]).sum()
+    torch.testing.assert_close(total, expected, rtol=1e-10, atol=1e-10)
+    total.backward()
+    assert ranked.rank.weight.grad.abs().sum() > 0
+
+
+def test_a_rank_needs_a_fixed_order():
+    with pytest.raises(ValueError, match="fixed object order"):
+        MemoryBoxHead(32, rank_slots=4, rank_weight=1.0, order="random")

@@ -394,6 +394,55 @@ def test_the_memory_box_loss_is_added_weighted_only_when_asked():
     assert on.memory_box_head.proj.weight.grad.abs().sum() > 0
 
 
+def test_the_sequence_rank_joins_the_memory_boxes_only_when_asked():
+    boxes_only = LossConfig(memory_box_weight=0.5)
+    ranked = LossConfig(memory_box_weight=0.5, memory_rank_weight=0.25)
+    plain = build(tiny_config(tasks=("insseg",), loss=boxes_only, object_order="area")).train()
+    rank = build(tiny_config(tasks=("insseg",), loss=ranked, object_order="area")).train()
+    assert plain.memory_box_head.rank is None and rank.memory_box_head.rank.out_features == 3  # max_objects
+    # the whole memory-box sum is scaled by memory_box_weight: the rank's own weight is the ratio
+    assert rank.memory_box_head.rank_weight == pytest.approx(0.5)
+    out_plain = plain.training_step({"insseg": instance_batch()}, torch.Generator().manual_seed(0))
+    out_rank = rank.training_step({"insseg": instance_batch()}, torch.Generator().manual_seed(0))
+    assert out_rank["insseg_memory_boxes"] > out_plain["insseg_memory_boxes"]
+    out_rank["loss"].backward()
+    assert rank.memory_box_head.rank.weight.grad.abs().sum() > 0
+
+
+def test_the_attention_guide_is_added_weighted_only_when_asked():
+    stride_8 = "swinv2-convstem-cpu"  # a 4x4 memory at 32 px (the tiny backbone's stride 32 leaves one cell)
+    off = build(tiny_config(tasks=("insseg",), backbone=stride_8)).train()
+    guided = LossConfig(attention_guide_weight=2.0)
+    on = build(tiny_config(tasks=("insseg",), loss=guided, backbone=stride_8)).train()
+    out_off = off.training_step({"insseg": instance_batch()}, torch.Generator().manual_seed(0))
+    out_on = on.training_step({"insseg": instance_batch()}, torch.Generator().manual_seed(0))
+    assert "insseg_attention_guide" not in out_off and out_on["insseg_attention_guide"] > 0
+    assert out_on["insseg_ce"] == pytest.approx(out_off["insseg_ce"])
+    assert out_on["loss"].item() == pytest.approx(out_off["loss"].item() + out_on["insseg_attention_guide"])
+    out_on["loss"].backward()
+    assert on.decoder.blocks[0].cross_attn.q.weight.grad.abs().sum() > 0
+    assert all(not block.cross_attn._forward_hooks for block in on.decoder.blocks)
+    # detection batches (no masks) are guided to the cells of their boxes
+    det = build(tiny_config(tasks=("det",), loss=guided, backbone=stride_8)).train()
+    batch = instance_batch()
+    del batch["masks"]
+    assert det.training_step({"det": batch}, torch.Generator().manual_seed(0))["det_attention_guide"] > 0
+
+
+def test_each_real_slot_names_its_input_object():
+    solver = build(tiny_config(tasks=("insseg",), max_objects=4)).train()
+    batch = instance_batch(objects=(3, 1))
+    targets = solver.instance_head.build_targets(batch, torch.Generator().manual_seed(1))
+    per_object, first_class = solver.instance_head.per_object, solver.vocab.classes[0]
+    for image, slots in enumerate(targets["slot_objects"].tolist()):
+        real = [obj for obj in slots if obj >= 0]
+        assert sorted(real) == list(range(len(batch["labels"][image])))
+        for slot, obj in enumerate(slots):
+            if obj >= 0:  # the class token of a real slot is its object's label
+                label = int(targets["target_ids"][image, slot * per_object + 4]) - first_class
+                assert label == int(batch["labels"][image][obj])
+
+
 def test_detection_only_has_no_mask_tokens():
     solver = build(tiny_config(tasks=("det",))).train()
     out = solver.training_step({"det": instance_batch()}, torch.Generator().manual_seed(0))

@@ -107,6 +107,13 @@ class LossConfig:
     # object covers is trained to name that object's corner bins and class through the decoder's own output
     # layer, weighted like one supervised token per (cell, role). 0 = off, as in the original
     memory_box_weight: float = 0.0
+    # with the memory boxes and a fixed object order: each covered memory cell also names its object's place
+    # in the sequence (first, second, ...), weighted like one supervised token per cell. 0 = off
+    memory_rank_weight: float = 0.0
+    # guided cross-attention (training only; ait.model.attention_guide): every position of a real object's
+    # tokens is pushed to attend to the memory cells that object occupies (-log of the attention mass there,
+    # heads mixed), weighted like one supervised token per position. 0 = off, as in the original
+    attention_guide_weight: float = 0.0
 
 
 @dataclass

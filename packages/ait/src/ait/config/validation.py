@@ -245,6 +245,21 @@ def validate_config(cfg: Config) -> None:
                 expected or "a finite weight >= 0",
                 weight,
             )
+    if cfg.loss.memory_rank_weight > 0:
+        # the rank is learned by the memory-box head, and only a fixed order gives an object one place
+        _check(
+            cfg.loss.memory_box_weight > 0,
+            "loss.memory_rank_weight",
+            "0 unless loss.memory_box_weight > 0 (the rank is a role of the memory boxes)",
+            cfg.loss.memory_rank_weight,
+        )
+        _check(
+            m.object_order != "random",
+            "loss.memory_rank_weight",
+            "0 with model.object_order=random (an object has a place in the sequence only in a fixed order: "
+            "'area' or 'raster')",
+            cfg.loss.memory_rank_weight,
+        )
     # sqrt(mean d^2 - lambda (mean d)^2) stays real only for lambda in [0, 1]
     _check(0 <= cfg.loss.silog_lambda <= 1, "loss.silog_lambda", "in [0, 1]", cfg.loss.silog_lambda)
 

@@ -99,7 +99,9 @@ class InstanceHead(nn.Module):
         Randomness: `generator`, else per image a generator seeded by the batch's "sequence_seed" (one per
         image, set by the training data), else the global torch RNG.
         Returns input_ids / target_ids (B, L) int64, weights (B, L) float, and for the auxiliary loss
-        real_index (R, 2) (image, object slot) and real_crops (R, 1, s, s) binary float.
+        real_index (R, 2) (image, object slot) and real_crops (R, 1, s, s) binary float; slot_objects
+        (B, max_objects) int64: the index (into the image's input objects) of each slot's real object, -1 for
+        padding slots.
         """
         images = batch["image"]
         boxes_list, labels_list = batch["boxes"], batch["labels"]
@@ -160,6 +162,11 @@ class InstanceHead(nn.Module):
                 masks_list, kept_all, padded_all, device
             )
 
+        slot_objects = torch.full((num_images, self.max_objects), -1, dtype=torch.long)
+        for index, (padded, kept) in enumerate(zip(padded_all, kept_all, strict=True)):
+            real = padded.kind == 0
+            slot_objects[index, real] = kept[_source_of_slots(padded)[real]]
+
         inputs, targets, weights = [], [], []
         for padded, codes, generator in zip(padded_all, mask_codes_all, generators, strict=True):
             seq_in, seq_out, seq_w = instances_to_sequence(
@@ -182,6 +189,7 @@ class InstanceHead(nn.Module):
             "weights": torch.stack(weights).to(device),
             "real_index": real_index.to(device),
             "real_crops": real_crops.to(device),
+            "slot_objects": slot_objects,
         }
 
     def _mask_targets(self, masks_list, kept_all, padded_all, device):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ait_decoder import AiTDecoder, VocabLayout
-from ait_decoder.sequences import quantize_boxes
+from ait_decoder.sequences import object_order, quantize_boxes
 
 ROLES = 5  # x1, y1, x2, y2, class
 
@@ -53,13 +53,26 @@ def box_masks(boxes: torch.Tensor, canvas: int) -> torch.Tensor:
 
 
 class MemoryBoxHead(nn.Module):
-    """Linear maps from memory tokens to one query per role, scored by the decoder's tied output layer."""
+    """Linear maps from memory tokens to one query per role, scored by the decoder's tied output layer.
 
-    def __init__(self, dim: int) -> None:
+    With ``rank_slots`` (and a fixed ``order``), each covered cell also names the place of its object in the
+    instance sequence (0 = first, clipped to ``rank_slots - 1``) through a linear classifier, weighted
+    ``rank_weight`` per cell: the memory then says which object comes next, which the decoder must find
+    before it can emit the object's first corner.
+    """
+
+    def __init__(self, dim: int, rank_slots: int = 0, rank_weight: float = 0.0, order: str = "area") -> None:
         super().__init__()
         self.proj = nn.Linear(dim, ROLES * dim)
         nn.init.trunc_normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
+        if rank_slots and order == "random":
+            raise ValueError(
+                "a sequence rank needs a fixed object order ('area' or 'raster'), received 'random'"
+            )
+        self.rank = nn.Linear(dim, rank_slots) if rank_slots else None
+        self.rank_weight = float(rank_weight)
+        self.order = order
 
     def loss(
         self,
@@ -75,7 +88,7 @@ class MemoryBoxHead(nn.Module):
         batch_size, cells, dim = memory_tokens.shape
         if cells != grid[0] * grid[1]:
             raise ValueError(f"memory of {cells} tokens does not match its grid {grid}")
-        picked, coord_targets, class_targets = [], [], []
+        picked, coord_targets, class_targets, rank_targets = [], [], [], []
         for index in range(batch_size):
             boxes = torch.as_tensor(batch["boxes"][index], dtype=torch.float32).reshape(-1, 4).cpu()
             masks = batch.get("masks")
@@ -90,8 +103,15 @@ class MemoryBoxHead(nn.Module):
             # targets as positions within the coordinate and class spans the logits cover
             coord_targets.append(quantize_boxes(boxes[objects], canvas, vocab.num_bins))
             class_targets.append(labels[objects])
+            if self.rank is not None:
+                rank = torch.empty(len(boxes), dtype=torch.long)
+                rank[object_order(boxes, self.order, canvas)] = torch.arange(len(boxes))
+                rank_targets.append(rank[objects].clamp(max=self.rank.out_features - 1))
         if not picked:  # zero, with a graph through the head (every parameter takes part in every step)
-            return self.proj(memory_tokens[:, :1]).sum() * 0.0, 0
+            zero = self.proj(memory_tokens[:, :1]).sum() * 0.0
+            if self.rank is not None:
+                zero = zero + self.rank(memory_tokens[:, :1]).sum() * 0.0
+            return zero, 0
         device = memory_tokens.device
         rows = torch.cat(picked).to(device)
         queries = self.proj(memory_tokens.reshape(-1, dim)[rows]).view(-1, ROLES, dim)
@@ -103,4 +123,8 @@ class MemoryBoxHead(nn.Module):
         dtype = torch.promote_types(coord_logits.dtype, torch.float32)
         total = F.cross_entropy(coord_logits.to(dtype).flatten(0, 1), coords.flatten(), reduction="sum")
         total = total + F.cross_entropy(class_logits.to(dtype), classes, reduction="sum")
+        if self.rank is not None:
+            rank_logits = self.rank(memory_tokens.reshape(-1, dim)[rows]).to(dtype)
+            ranks = torch.cat(rank_targets).to(device)
+            total = total + self.rank_weight * F.cross_entropy(rank_logits, ranks, reduction="sum")
         return total, len(rows) * ROLES

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -15,9 +16,15 @@ from torch import nn
 from ait.config.schema import Config, ModelConfig, TokenizerRef
 from ait.engine.preflight import BACKBONE_FROM_SCRATCH, UNTRAINED_TOKENIZER
 from ait.losses import token_normaliser
+from ait.model.attention_guide import (
+    attention_guide_loss,
+    captured_cross_attention,
+    object_cells,
+    position_targets,
+)
 from ait.model.depth_head import DepthHead
 from ait.model.instance_head import InstanceHead
-from ait.model.memory_boxes import MemoryBoxHead
+from ait.model.memory_boxes import MemoryBoxHead, box_masks
 from ait_backbone import create_backbone, load_backbone_checkpoint
 from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout, sine_coordinate_codes
 from ait_tokenizer import TokenizerConfig, VQVAETokenizer, create_tokenizer, load_tokenizer
@@ -201,6 +208,8 @@ class TaskSolver(nn.Module):
                 parts["insseg_objects"] = float(terms["objects"])
             if "memory_box_sum" in terms:
                 parts[f"{task}_memory_boxes"] = float(terms["memory_box_sum"].detach() / norm)
+            if "attention_guide_sum" in terms:
+                parts[f"{task}_attention_guide"] = float(terms["attention_guide_sum"].detach() / norm)
             parts[f"{task}_loss"] = float(task_loss.detach())
             parts[f"{task}_tokens"] = float(terms["count"])
         parts_out = {"loss": total, **parts}
@@ -208,9 +217,12 @@ class TaskSolver(nn.Module):
         return parts_out
 
     def _part_keys(self, task: str) -> tuple[str, ...]:
+        keys = _PART_KEYS[task]
         if task != "depth" and self.memory_box_head is not None:
-            return (*_PART_KEYS[task], f"{task}_memory_boxes")
-        return _PART_KEYS[task]
+            keys = (*keys, f"{task}_memory_boxes")
+        if task != "depth" and self.cfg.loss.attention_guide_weight > 0:
+            keys = (*keys, f"{task}_attention_guide")
+        return keys
 
     def _depth_sum(self, depth_batch: dict) -> dict[str, torch.Tensor]:
         head = self.depth_head
@@ -228,9 +240,20 @@ class TaskSolver(nn.Module):
         if targets is None or generator is not None:
             targets = head.build_targets(inst_batch, generator)
         memory = self.encode_images(inst_batch["image"])
-        logits = self.teacher_forced_logits(memory, targets["input_ids"], task, head.length)
+        guide_weight = self.cfg.loss.attention_guide_weight
+        with captured_cross_attention(self.decoder) if guide_weight > 0 else nullcontext() as records:
+            logits = self.teacher_forced_logits(memory, targets["input_ids"], task, head.length)
         terms = head.loss(logits, targets)
         total = terms["ce_sum"] + terms["aux_sum"]
+        if guide_weight > 0:
+            cells = [
+                object_cells(masks, memory.grid, self.backbone.stride)
+                for masks in self._object_masks(inst_batch, head.canvas)
+            ]
+            guide_targets = position_targets(targets["slot_objects"], cells, head.per_object, head.length)
+            guide_sum, _ = attention_guide_loss(records, guide_targets.to(logits.device))
+            terms["attention_guide_sum"] = guide_weight * guide_sum
+            total = total + terms["attention_guide_sum"]
         if self.memory_box_head is not None:
             memory_sum, _ = self.memory_box_head.loss(
                 memory.tokens,
@@ -244,6 +267,20 @@ class TaskSolver(nn.Module):
             terms["memory_box_sum"] = self.cfg.loss.memory_box_weight * memory_sum
             total = total + terms["memory_box_sum"]
         return {**terms, "sum": total, "objects": len(targets["real_index"])}
+
+    @staticmethod
+    def _object_masks(inst_batch: dict, canvas: int) -> list[torch.Tensor]:
+        """Each image's (N, H, W) instance masks on the CPU; box-filled masks where the batch has none
+        (detection)."""
+        masks = inst_batch.get("masks")
+        out = []
+        for index, boxes in enumerate(inst_batch["boxes"]):
+            if masks is None:
+                boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+                out.append(box_masks(boxes, int(canvas)))
+            else:
+                out.append(torch.as_tensor(masks[index]).cpu())
+        return out
 
     # ---------------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -464,7 +501,13 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
         decoder.init_coordinate_embeddings(first, codes)
     memory_box_head = None
     if cfg.loss.memory_box_weight > 0 and instance_head is not None:
-        memory_box_head = MemoryBoxHead(model.d_model)
+        memory_box_head = MemoryBoxHead(
+            model.d_model,
+            rank_slots=model.max_objects if cfg.loss.memory_rank_weight > 0 else 0,
+            # the memory-box sum is scaled by memory_box_weight as a whole
+            rank_weight=cfg.loss.memory_rank_weight / cfg.loss.memory_box_weight,
+            order=model.object_order,
+        )
     return TaskSolver(
         cfg,
         backbone,
