@@ -112,6 +112,8 @@ def where_it_looks(run: str, images: int = 64, seed: int = 0) -> dict:
     averaged) on the memory cells the object occupies; "uniform" is that mass under uniform attention.
     "memory_corners_within_2" (solvers trained with memory boxes): per corner, the share of covered memory
     cells whose memory-box head names its object's corner within 2 bins, the box the decoder could read.
+    "x1_within_2_by_object": the first corner of the first, second, ... real object of a room within 2 bins
+    (objects with at least 8 rooms), where the decoder must choose which object comes next.
     """
     import math
 
@@ -122,7 +124,7 @@ def where_it_looks(run: str, images: int = 64, seed: int = 0) -> dict:
     from ait_decoder.layers import split_heads
     from ait_decoder.sequences import quantize_boxes
 
-    model, batch, targets, memory, _, records = _teacher_forced(run, images, seed, attention=True)
+    model, batch, targets, memory, logits, records = _teacher_forced(run, images, seed, attention=True)
     head, stride = model.instance_head, model.backbone.stride
     masks = [torch.as_tensor(m) for m in batch["masks"]] if "masks" in batch else None
     if masks is None:
@@ -133,6 +135,14 @@ def where_it_looks(run: str, images: int = 64, seed: int = 0) -> dict:
     real = (targets["slot_objects"] >= 0).repeat_interleave(head.per_object, 1)
     names = [name for name, role in ROLES if name != "class_real" and role < head.per_object]
     result: dict = {"attention": [], "uniform": 0.0, "memory_corners_within_2": None}
+    # the first corner of the n-th object, where the decoder must choose which object comes next
+    slots = torch.arange(head.length) // head.per_object
+    near = (logits.argmax(-1) - targets["target_ids"]).abs() <= 2
+    result["x1_within_2_by_object"] = [
+        float(near[chosen].float().mean())
+        for slot in range(head.max_objects)
+        if (chosen := real & ((roles == 0) & (slots == slot))[None]).sum() >= 8
+    ]
     with torch.no_grad():
         for module, x, keys in records:
             queries = split_heads(module.q(x), module.num_heads)
@@ -192,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|" + "---:|" * len(roles))
         for block, row in enumerate(looks["attention"]):
             print(f"| {block} | " + " | ".join(f"{100 * row[r]:.1f} %" for r in roles) + " |")
+        by_object = ", ".join(f"{100 * v:.0f} %" for v in looks["x1_within_2_by_object"])
+        print(f"\nx1 within 2 bins, first, second, ... object of a room: {by_object}")
         if looks["memory_corners_within_2"] is not None:
             corners = ", ".join(
                 f"{n} {100 * v:.1f} %"

@@ -104,5 +104,6 @@ def test_where_it_looks_reports_attention_per_block_and_the_memorys_corners(tmp_
         assert set(row) == {"x1", "y1", "x2", "y2", "class", "mask_1"}
         assert all(0.0 <= mass <= 1.0 for mass in row.values())
     assert 0.0 < looks["uniform"] <= 1.0
+    assert all(0.0 <= share <= 1.0 for share in looks["x1_within_2_by_object"])
     corners = looks["memory_corners_within_2"]
     assert len(corners) == 4 and all(0.0 <= share <= 1.0 for share in corners)
