@@ -485,15 +485,13 @@ def _cpu_joint_demo() -> Config:
             # the largest is the easiest to place (benchmarks/README.md, "Instance levers")
             object_order="area",
         ),
-        # near the paper's joint weighting (depth loss x 0.2): at 0.2, over seeds 0, 1, 2, depth RMSE median
-        # 0.775 m (0.747-0.840) and box AP 0.5 % (0.4-0.6) against 0.826 m (0.807-0.888) and 0.1 % (0.1-0.2) at
-        # weight 1.0: with the depth loss at full weight the shared backbone and decoder follow depth, and the
-        # instance decoder stays blind to the image longer (benchmarks/instance_probe.py). The memory boxes (a
-        # dense loss that has each memory cell name its object's corners) with the area order then gave box AP
-        # 2.6 % (2.0-3.1) and mask AP 1.7 % (0.8-1.7) against 0.5 % and 0.2 %, at a cost to depth: 0.834 m
-        # (0.791-0.839). The depth loss at 0.3 wins that back, 0.769 m (0.753-0.803), for box AP 2.1 % (1.5-3.0)
-        # and mask AP 1.4 % (0.3-1.5), inside the instance ranges at 0.2 (benchmarks/README.md, "Instance levers")
-        loss=LossConfig(depth_task_weight=0.3, memory_box_weight=0.5),
+        # the paper's joint weighting (depth loss x 0.2): over seeds 0, 1, 2 depth RMSE median 0.775 m (0.747-0.840)
+        # and box AP 0.5 % (0.4-0.6) against 0.826 m (0.807-0.888) and 0.1 % (0.1-0.2) at weight 1.0. With the
+        # depth loss at full weight the shared backbone and decoder follow depth, and the instance decoder stays
+        # blind to the image longer (benchmarks/instance_probe.py). The memory boxes (a dense loss that has each
+        # memory cell name its object's corners) with the area order then gave, over seeds 0, 1, 2, box AP 2.6 %
+        # (2.0-3.1) and mask AP 1.7 % (0.8-1.7) against 0.5 % and 0.2 %, at some cost to depth: 0.834 m (0.791-0.839)
+        loss=LossConfig(depth_task_weight=0.2, memory_box_weight=0.5),
         # 2000 steps of 8 + 8 images (about 8 minutes on two idle cores): depth RMSE 0.78 m against 1.01 m
         # after 800 steps of 12 + 4 (same tokenizers); instances need every image they can get
         data=_cpu_data(
