@@ -140,7 +140,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "memory_boxes_area_dw0.3": (
         ["loss.depth_task_weight=0.3", "loss.memory_box_weight=0.5", "model.object_order=area"],
-        "the memory boxes and the area order with the depth loss x 0.3 instead of 0.2: the demo's recipe",
+        "the memory boxes and the area order with the depth loss x 0.3 instead of the demo's 0.2",
     ),
     "attention_guide_mb_area_dw0.2": (
         [
