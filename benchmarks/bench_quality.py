@@ -239,24 +239,13 @@ def heldout_instance_rows(tmp: Path, steps: int, seed: int) -> list[dict]:
     reads the image (about 47 % after 1000 steps) where an image-blind decoder scores the most frequent
     class (17 %). The AP figures are reported beside it."""
     import instance_probe
+    from instance_only import base_options
 
     from ait.demo import demo_configs
     from ait.engine import Trainer, evaluate_solver
     from ait_tokenizer.train import train_tokenizer
 
-    options = [
-        "model.tasks=insseg",
-        "data.depth_batch=0",
-        "model.depth_tokenizer=None",
-        'model.decoding={"insseg": "autoregressive"}',
-        f"optim.max_iters={steps}",
-        f"optim.warmup_iters={max(1, steps // 20)}",
-        "checkpoint_interval=0",
-        "num_threads=1",
-        f"seed={seed}",
-        "progress=False",
-    ]
-    _, mask_cfg, solver_cfg = demo_configs(tmp, cfg_options=options)
+    _, mask_cfg, solver_cfg = demo_configs(tmp, cfg_options=base_options(steps, seed))
     mask_cfg.num_threads, mask_cfg.seed = 1, seed
     mask_ckpt = train_tokenizer(mask_cfg, tmp / "mask_tokenizer")
     cfg = solver_cfg(mask_ckpt, mask_ckpt)  # no depth task: the depth checkpoint is not read

@@ -29,8 +29,8 @@ INSTANCE_ONLY = [
 ]
 
 
-def options(steps: int, seed: int, work_dir: Path, extra: list[str]) -> list[str]:
-    """The cfg options of one instance-only run on top of `cpu_joint_demo`."""
+def base_options(steps: int, seed: int) -> list[str]:
+    """`cpu_joint_demo` on instances alone: a complete one-thread run of `steps` steps (also bench_check's)."""
     return [
         *INSTANCE_ONLY,
         f"optim.max_iters={steps}",
@@ -39,10 +39,12 @@ def options(steps: int, seed: int, work_dir: Path, extra: list[str]) -> list[str
         "num_threads=1",
         f"seed={seed}",
         "progress=False",
-        f"work_dir={work_dir}",
-        "log_interval=250",
-        *extra,
     ]
+
+
+def options(steps: int, seed: int, work_dir: Path, extra: list[str]) -> list[str]:
+    """The cfg options of one instance-only run on top of `cpu_joint_demo`."""
+    return [*base_options(steps, seed), f"work_dir={work_dir}", "log_interval=250", *extra]
 
 
 def main(argv: list[str] | None = None) -> int:

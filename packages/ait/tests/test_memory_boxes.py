@@ -55,6 +55,11 @@ def test_box_masks_hold_the_pixels_whose_centres_are_inside():
     assert torch.equal(masks, expected)
 
 
+def _vocab() -> VocabLayout:
+    """20 coordinate bins (one per pixel of the tests' 20 px canvas) and 5 classes."""
+    return VocabLayout(num_bins=20, num_classes=5, mask_codes=8, depth_codes=8, reserved=3, tokens_per_mask=4)
+
+
 def _reference_loss(head, memory, stride, batch, decoder, vocab, canvas):
     """Cell by cell, float64: the owner's four corner bins and class, CE through the tied output layer."""
     total, terms = torch.zeros((), dtype=torch.float64), 0
@@ -82,9 +87,7 @@ def _reference_loss(head, memory, stride, batch, decoder, vocab, canvas):
 
 def test_the_loss_is_the_per_cell_cross_entropy_and_reaches_memory_and_head():
     torch.manual_seed(0)
-    vocab = VocabLayout(
-        num_bins=20, num_classes=5, mask_codes=8, depth_codes=8, reserved=3, tokens_per_mask=4
-    )
+    vocab = _vocab()
     decoder = tiny_decoder(torch.float64).train()
     head = MemoryBoxHead(32).double()
     canvas, stride = 20, 5  # a 4x4 memory over a 20 px canvas, one bin per pixel
@@ -108,9 +111,7 @@ def test_the_loss_is_the_per_cell_cross_entropy_and_reaches_memory_and_head():
 
 def test_a_batch_without_objects_gives_zero_with_a_graph():
     decoder = tiny_decoder()
-    vocab = VocabLayout(
-        num_bins=20, num_classes=5, mask_codes=8, depth_codes=8, reserved=3, tokens_per_mask=4
-    )
+    vocab = _vocab()
     memory = torch.randn(1, 16, 32, requires_grad=True)
     batch = {"boxes": [torch.zeros(0, 4)], "labels": [torch.zeros(0, dtype=torch.long)]}  # det: no masks
     total, terms = MemoryBoxHead(32).loss(memory, (4, 4), 5, batch, decoder, vocab, 20)
@@ -119,9 +120,7 @@ def test_a_batch_without_objects_gives_zero_with_a_graph():
 
 def test_a_memory_that_does_not_match_its_grid_is_refused():
     decoder = tiny_decoder()
-    vocab = VocabLayout(
-        num_bins=20, num_classes=5, mask_codes=8, depth_codes=8, reserved=3, tokens_per_mask=4
-    )
+    vocab = _vocab()
     with pytest.raises(ValueError, match="does not match its grid"):
         MemoryBoxHead(32).loss(
             torch.zeros(1, 15, 32), (4, 4), 5, {"boxes": [], "labels": []}, decoder, vocab, 20
@@ -130,9 +129,7 @@ def test_a_memory_that_does_not_match_its_grid_is_refused():
 
 def test_the_rank_role_adds_each_cells_place_of_its_object_in_the_area_order():
     torch.manual_seed(0)
-    vocab = VocabLayout(
-        num_bins=20, num_classes=5, mask_codes=8, depth_codes=8, reserved=3, tokens_per_mask=4
-    )
+    vocab = _vocab()
     decoder = tiny_decoder(torch.float64).train()
     plain = MemoryBoxHead(32).double()
     ranked = MemoryBoxHead(32, rank_slots=2, rank_weight=0.5, order="area").double()

@@ -52,6 +52,16 @@ def box_masks(boxes: torch.Tensor, canvas: int) -> torch.Tensor:
     return down[:, :, None] & across[:, None, :]
 
 
+def instance_masks(batch: dict, index: int, canvas: int) -> torch.Tensor:
+    """Image `index`'s (N, H, W) instance masks on the CPU, or its boxes filled where the batch carries no
+    masks (detection)."""
+    masks = batch.get("masks")
+    if masks is None:
+        boxes = torch.as_tensor(batch["boxes"][index], dtype=torch.float32).reshape(-1, 4).cpu()
+        return box_masks(boxes, int(canvas))
+    return torch.as_tensor(masks[index]).cpu()
+
+
 class MemoryBoxHead(nn.Module):
     """Linear maps from memory tokens to one query per role, scored by the decoder's tied output layer.
 
@@ -91,9 +101,7 @@ class MemoryBoxHead(nn.Module):
         picked, coord_targets, class_targets, rank_targets = [], [], [], []
         for index in range(batch_size):
             boxes = torch.as_tensor(batch["boxes"][index], dtype=torch.float32).reshape(-1, 4).cpu()
-            masks = batch.get("masks")
-            masks = box_masks(boxes, int(canvas)) if masks is None else torch.as_tensor(masks[index]).cpu()
-            owners = cell_owners(masks, grid, stride)
+            owners = cell_owners(instance_masks(batch, index, canvas), grid, stride)
             covered = (owners >= 0).nonzero()[:, 0]
             if not len(covered):
                 continue

@@ -24,7 +24,7 @@ from ait.model.attention_guide import (
 )
 from ait.model.depth_head import DepthHead
 from ait.model.instance_head import InstanceHead
-from ait.model.memory_boxes import MemoryBoxHead, box_masks
+from ait.model.memory_boxes import MemoryBoxHead, instance_masks
 from ait_backbone import create_backbone, load_backbone_checkpoint
 from ait_decoder import AiTDecoder, DecoderConfig, VocabLayout, sine_coordinate_codes
 from ait_tokenizer import TokenizerConfig, VQVAETokenizer, create_tokenizer, load_tokenizer
@@ -247,8 +247,10 @@ class TaskSolver(nn.Module):
         total = terms["ce_sum"] + terms["aux_sum"]
         if guide_weight > 0:
             cells = [
-                object_cells(masks, memory.grid, self.backbone.stride)
-                for masks in self._object_masks(inst_batch, head.canvas)
+                object_cells(
+                    instance_masks(inst_batch, index, head.canvas), memory.grid, self.backbone.stride
+                )
+                for index in range(len(inst_batch["boxes"]))
             ]
             guide_targets = position_targets(targets["slot_objects"], cells, head.per_object, head.length)
             guide_sum, _ = attention_guide_loss(records, guide_targets.to(logits.device))
@@ -267,20 +269,6 @@ class TaskSolver(nn.Module):
             terms["memory_box_sum"] = self.cfg.loss.memory_box_weight * memory_sum
             total = total + terms["memory_box_sum"]
         return {**terms, "sum": total, "objects": len(targets["real_index"])}
-
-    @staticmethod
-    def _object_masks(inst_batch: dict, canvas: int) -> list[torch.Tensor]:
-        """Each image's (N, H, W) instance masks on the CPU; box-filled masks where the batch has none
-        (detection)."""
-        masks = inst_batch.get("masks")
-        out = []
-        for index, boxes in enumerate(inst_batch["boxes"]):
-            if masks is None:
-                boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
-                out.append(box_masks(boxes, int(canvas)))
-            else:
-                out.append(torch.as_tensor(masks[index]).cpu())
-        return out
 
     # ---------------------------------------------------------------------------------------- inference
     @torch.no_grad()
