@@ -153,6 +153,17 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) with 4 depth + 12 instance images per "
         "step (demo: 8 + 8): 24,000 instance images instead of 16,000",
     ),
+    "memory_boxes_area_dw0.2_no_duplicates": (
+        [
+            "loss.depth_task_weight=0.2",
+            "loss.memory_box_weight=0.5",
+            "model.object_order=area",
+            "model.duplicate_boxes=none",
+        ],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) with no duplicate boxes among the "
+        "padding slots: every free slot a bad box away from the objects (the original: a uniform number of "
+        "jittered duplicates whose class target is noise)",
+    ),
     "attention_guide_mb_area_dw0.2": (
         [
             "loss.depth_task_weight=0.2",

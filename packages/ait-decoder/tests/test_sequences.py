@@ -376,6 +376,30 @@ def test_fixed_object_orders_sort_the_real_objects(count, seed, order):
     assert torch.equal(again.labels[:count], padded.labels[:count])
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 7), st.integers(0, 2**31 - 1))
+def test_no_duplicates_fills_every_free_slot_with_a_bad_box(count, seed):
+    generator = torch.Generator().manual_seed(seed)
+    corner = torch.rand(count, 2, generator=generator) * 48
+    boxes = torch.cat([corner, corner + torch.rand(count, 2, generator=generator) * 16 + 1], dim=1)
+    labels = torch.arange(count)
+    padded = pad_instances(boxes, labels, 8, 64.0, torch.Generator().manual_seed(seed), duplicates="none")
+    assert (padded.kind[:count] == REAL).all()
+    assert (padded.kind[count:] == NOISE).all()  # bad boxes only, however many slots are free
+    assert (padded.source[count:] == -1).all() and (padded.labels[count:] == -1).all()
+    # the real objects and their order are the same as with the original's padding
+    uniform = pad_instances(boxes, labels, 8, 64.0, torch.Generator().manual_seed(seed), order="area")
+    none = pad_instances(
+        boxes, labels, 8, 64.0, torch.Generator().manual_seed(seed), order="area", duplicates="none"
+    )
+    assert torch.equal(uniform.boxes[:count], none.boxes[:count])
+
+
+def test_unknown_duplicate_mode_is_refused():
+    with pytest.raises(ValueError, match="duplicates must be one of"):
+        pad_instances(torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0]), 2, 64.0, duplicates="some")
+
+
 def test_unknown_object_order_is_refused():
     with pytest.raises(ValueError, match="order must be one of"):
         pad_instances(torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0]), 2, 64.0, order="size")

@@ -228,6 +228,10 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
         ),
         ("model.object_order=size", r"model.object_order: expected one of \('random', 'area', 'raster'\)"),
         (
+            "model.duplicate_boxes=some",
+            r"model.duplicate_boxes: expected one of \('uniform', 'none'\), got 'some'",
+        ),
+        (
             "model.coordinate_embedding=cosine",
             r"model.coordinate_embedding: expected one of \('learned', 'sine'\), got 'cosine'",
         ),

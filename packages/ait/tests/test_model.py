@@ -14,6 +14,7 @@ from ait.config.schema import Config, LossConfig, ModelConfig, TokenizerRef
 from ait.losses import mask_aux_loss, silog_loss, token_cross_entropy
 from ait.model import build_task_solver, crop_masks, paste_masks
 from ait.model.instance_head import BOX
+from ait_decoder.sequences import DUPLICATE, NOISE, REAL, pad_instances
 
 SIZE = 32  # images and canvas; depth-small turns 32x32 into 4x4 = 16 tokens
 
@@ -441,6 +442,31 @@ def test_each_real_slot_names_its_input_object():
             if obj >= 0:  # the class token of a real slot is its object's label
                 label = int(targets["target_ids"][image, slot * per_object + 4]) - first_class
                 assert label == int(batch["labels"][image][obj])
+
+
+def test_without_duplicates_every_padding_slot_is_a_noise_box(monkeypatch):
+    import ait.model.instance_head as instance_head
+
+    kinds = []
+
+    def recording(*args, **kwargs):
+        padded = pad_instances(*args, **kwargs)
+        kinds.extend(padded.kind.tolist())
+        return padded
+
+    monkeypatch.setattr(instance_head, "pad_instances", recording)
+
+    def padding_kinds(duplicate_boxes: str) -> set[int]:
+        kinds.clear()
+        solver = build(tiny_config(tasks=("insseg",), max_objects=4, duplicate_boxes=duplicate_boxes)).train()
+        for seed in range(8):
+            solver.instance_head.build_targets(
+                instance_batch(objects=(2, 1)), torch.Generator().manual_seed(seed)
+            )
+        return set(kinds) - {REAL}
+
+    assert padding_kinds("none") == {NOISE}
+    assert padding_kinds("uniform") == {DUPLICATE, NOISE}  # the original pads with both
 
 
 def test_detection_only_has_no_mask_tokens():

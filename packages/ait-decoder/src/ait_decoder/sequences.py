@@ -95,6 +95,8 @@ def _check_boxes(boxes: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 OBJECT_ORDERS = ("random", "area", "raster")
+# how many of a sequence's free slots hold jittered duplicates of real objects (see ``pad_instances``)
+DUPLICATE_BOXES = ("uniform", "none")
 
 
 def object_order(
@@ -121,12 +123,15 @@ def pad_instances(
     generator: torch.Generator | None = None,
     image_size: tuple[float, float] | None = None,
     order: str = "random",
+    duplicates: str = "uniform",
 ) -> PaddedInstances:
     """Order the real objects and pad them to ``max_objects`` with duplicates and noise boxes.
 
     ``order``: ``"random"`` (the original: a new permutation per sequence), ``"area"`` (largest box first)
     or ``"raster"`` (by the top-left corner: rows of ``canvas / 8`` pixels from the top, then left to right).
     A fixed order gives a young model one right answer for the first object instead of any of them.
+    ``duplicates``: ``"uniform"`` (the original, below) or ``"none"`` (every free slot a bad box: no padding
+    slot then sits on a real object with the noise class as its target).
 
     As Pix2Seq / the original (``insseg_head.py`` ``build_input_seq``): the number of duplicates is uniform in
     ``[0, free slots]`` (none without a real object); duplicates and shifted boxes take their source
@@ -148,6 +153,8 @@ def pad_instances(
         raise ValueError(
             f"{num_real} objects do not fit a sequence of max_objects={max_objects}; drop objects before padding"
         )
+    if duplicates not in DUPLICATE_BOXES:
+        raise ValueError(f"duplicates must be one of {DUPLICATE_BOXES}, received {duplicates!r}")
     if image_size is None:
         image_size = (canvas, canvas)
     height, width = float(image_size[0]), float(image_size[1])
@@ -159,7 +166,9 @@ def pad_instances(
     real_boxes, real_labels = boxes[order].clamp(min=0).minimum(canvas_xyxy), labels[order]
 
     free = max_objects - num_real
-    num_dup = 0 if num_real == 0 else int(torch.randint(0, free + 1, (1,), generator=generator))
+    num_dup = 0
+    if num_real and duplicates == "uniform":
+        num_dup = int(torch.randint(0, free + 1, (1,), generator=generator))
     num_bad = free - num_dup
 
     # Sources are drawn as the original does: without replacement from the real objects tiled

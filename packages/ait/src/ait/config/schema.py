@@ -65,6 +65,10 @@ class ModelConfig:
     max_objects: int = 100
     # order of the objects in an instance sequence: "random" (the original), "area" (largest first), "raster"
     object_order: str = "random"
+    # padding slots of an instance sequence that are jittered duplicates of real objects (target: the noise
+    # class): "uniform" (the original: their number uniform in [0, free slots], the rest bad boxes) or "none"
+    # (every free slot a bad box, away from the objects)
+    duplicate_boxes: str = "uniform"
     # how the coordinate bins' embeddings start: "learned" (random, as every other token: the original) or
     # "sine" (each bin's position on the memory grid in the neck's sine code, so neighbouring bins start alike
     # and a bin resembles the memory cells at its place; ait_decoder.sine_coordinate_codes)

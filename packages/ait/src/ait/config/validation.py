@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ait.config.overrides import ConfigError
 from ait_decoder import DECODING_WEIGHTS
-from ait_decoder.sequences import OBJECT_ORDERS
+from ait_decoder.sequences import DUPLICATE_BOXES, OBJECT_ORDERS
 
 if TYPE_CHECKING:
     from ait.config.schema import Config
@@ -210,6 +210,12 @@ def validate_config(cfg: Config) -> None:
     _check(0 <= m.backbone_drop_path < 1, "model.backbone_drop_path", "in [0, 1)", m.backbone_drop_path)
     _check(m.max_objects >= 1, "model.max_objects", ">= 1", m.max_objects)
     _check(m.object_order in OBJECT_ORDERS, "model.object_order", f"one of {OBJECT_ORDERS}", m.object_order)
+    _check(
+        m.duplicate_boxes in DUPLICATE_BOXES,
+        "model.duplicate_boxes",
+        f"one of {DUPLICATE_BOXES}",
+        m.duplicate_boxes,
+    )
     _check(
         m.coordinate_embedding in COORDINATE_EMBEDDINGS,
         "model.coordinate_embedding",

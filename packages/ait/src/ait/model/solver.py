@@ -462,6 +462,7 @@ def build_task_solver(cfg: Config, tokenizer_configs: dict[str, dict] | None = N
             mask_aux_weight=cfg.loss.mask_aux_weight,
             object_order=model.object_order,
             coord_sigma=cfg.loss.coord_sigma,
+            duplicate_boxes=model.duplicate_boxes,
         )
 
     lengths = {}
