@@ -37,6 +37,9 @@ LEVER_BASE = [
     "loss.attention_guide_weight=0",
 ]
 
+# the levers of today's demo on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to them
+DEMO_RECIPE = ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"]
+
 # name -> (cfg options on top of cpu_joint_demo, what it changes). The first is the demo as it was before the
 # levers were measured; steps scale with --steps unless the lever fixes its own.
 LEVERS: dict[str, tuple[list[str], str]] = {
@@ -124,7 +127,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "layer (weight 0.5 per cell and role; training only)",
     ),
     "memory_boxes_area_dw0.2": (
-        ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"],
+        [*DEMO_RECIPE],
         "the two best levers together, with the paper's joint weighting: the memory boxes, and objects in the "
         "sequence largest first",
     ),
@@ -144,9 +147,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "memory_boxes_area_dw0.2_share_4_12": (
         [
-            "loss.depth_task_weight=0.2",
-            "loss.memory_box_weight=0.5",
-            "model.object_order=area",
+            *DEMO_RECIPE,
             "data.depth_batch=4",
             "data.insseg_batch=12",
         ],
@@ -155,9 +156,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "memory_boxes_area_dw0.2_detection": (
         [
-            "loss.depth_task_weight=0.2",
-            "loss.memory_box_weight=0.5",
-            "model.object_order=area",
+            *DEMO_RECIPE,
             "curriculum.detection_iters=0.3",
         ],
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) after the paper's curriculum: the first "
@@ -165,9 +164,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "memory_boxes_area_dw0.2_batch_4": (
         [
-            "loss.depth_task_weight=0.2",
-            "loss.memory_box_weight=0.5",
-            "model.object_order=area",
+            *DEMO_RECIPE,
             "data.depth_batch=4",
             "data.insseg_batch=4",
         ],
@@ -176,9 +173,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "memory_boxes_area_dw0.2_no_duplicates": (
         [
-            "loss.depth_task_weight=0.2",
-            "loss.memory_box_weight=0.5",
-            "model.object_order=area",
+            *DEMO_RECIPE,
             "model.duplicate_boxes=none",
         ],
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) with no duplicate boxes among the "
@@ -187,9 +182,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "attention_guide_mb_area_dw0.2": (
         [
-            "loss.depth_task_weight=0.2",
-            "loss.memory_box_weight=0.5",
-            "model.object_order=area",
+            *DEMO_RECIPE,
             "loss.attention_guide_weight=1.0",
         ],
         "the demo's memory-box recipe, and guided cross-attention: every position of a real object's tokens is "

@@ -21,7 +21,7 @@ from torchvision.ops import roi_align
 
 from ait.losses import mask_aux_loss, token_cross_entropy
 from ait_decoder import VocabLayout
-from ait_decoder.sequences import DUPLICATE_BOXES, instances_to_sequence, pad_instances, parse_instances
+from ait_decoder.sequences import instances_to_sequence, pad_instances, parse_instances
 
 # Position roles inside one object's tokens: x1 y1 x2 y2 class m1..mn.
 BOX, CLASS, MASK = 0, 1, 2
@@ -61,11 +61,7 @@ class InstanceHead(nn.Module):
         self.mask_weight = float(mask_weight)
         self.corrupt_class_p = float(corrupt_class_p)
         self.object_order = str(object_order)
-        if duplicate_boxes not in DUPLICATE_BOXES:
-            raise ValueError(
-                f"duplicate_boxes must be one of {DUPLICATE_BOXES}, received {duplicate_boxes!r}"
-            )
-        self.duplicate_boxes = duplicate_boxes
+        self.duplicate_boxes = str(duplicate_boxes)  # checked by pad_instances, as the order
         if not (coord_sigma >= 0 and math.isfinite(coord_sigma)):
             raise ValueError(f"coord_sigma must be a finite standard deviation >= 0, received {coord_sigma}")
         self.coord_sigma = float(coord_sigma)
