@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ait.config import ConfigError, create_config
-from ait.engine import read_metrics
+from ait.engine import list_checkpoints, load_checkpoint, read_metrics
 from ait.engine.curriculum import (
     detection_phase_config,
     instance_phase_config,
@@ -90,3 +90,18 @@ def test_curriculum_run_trains_detection_then_instances(tmp_path):
     assert loaded and "tensors loaded" in loaded[0]
     assert any("positions carried over" in m for m in messages)
     assert trainer.model.instance_head.task == "insseg"
+
+
+def test_with_a_weight_average_each_phase_hands_on_its_average(tmp_path):
+    cfg = _cfg(tmp_path, **{"optim.ema_decay": 0.5})
+    trainer, result = train_with_curriculum(cfg, evaluate=False, log=lambda _: None)
+    det_dir = tmp_path / "run" / "detection_phase"
+    handed_on = torch.load(det_dir / "detection_final.pt", weights_only=True)
+    det_state = load_checkpoint(list_checkpoints(det_dir)[-1][1])
+    assert handed_on.keys() >= det_state["ema"].keys()
+    for key, value in det_state["ema"].items():
+        assert torch.equal(handed_on[key], value), key
+    assert any(not torch.equal(det_state["model"][k], v) for k, v in det_state["ema"].items())
+    ins_state = load_checkpoint(result.checkpoint)
+    for key, value in ins_state["ema"].items():
+        assert torch.equal(trainer.model.state_dict()[key], value), key

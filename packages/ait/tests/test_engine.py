@@ -31,6 +31,7 @@ from ait.engine import (
     read_metrics,
 )
 from ait.engine.checkpoint import capture_rng_state, restore_rng_state
+from ait.engine.ema import delivered_weights
 
 
 class StandIn(nn.Module):
@@ -392,3 +393,118 @@ def test_malformed_stored_tokenizer_architectures_name_the_file(tmp_path):
         stored_tokenizer_configs({"tokenizers": "[1, 2]"}, "bad.pt")
     with pytest.raises(ValueError, match=r"bad\.pt"):
         stored_tokenizer_configs({"tokenizers": "{not json"}, "bad.pt")
+
+
+# -------------------------------------------------------------------------------------- weight average
+
+
+def _ema_cfg(tmp_path, name, **overrides):
+    return _cfg(tmp_path, name, **{"optim.ema_decay": 0.5, **overrides})
+
+
+def test_weight_average_is_delivered_and_checkpointed(tmp_path):
+    plain = _trainer(_cfg(tmp_path, "plain"))
+    plain.train()
+    averaged = _trainer(_ema_cfg(tmp_path, "ema"))
+    result = averaged.train()
+    state = load_checkpoint(result.checkpoint)
+    # the same raw run (the average does not touch training), and the average beside it
+    for key, value in _weights(plain.model).items():
+        assert torch.equal(state["model"][key], value)
+    assert set(state["ema"]) == {"head.weight", "head.bias"}
+    assert not torch.equal(state["ema"]["head.weight"], state["model"]["head.weight"])
+    # the trainer's model after the run is the average, as is what inference and load_from take
+    for key, value in state["ema"].items():
+        assert torch.equal(averaged.model.state_dict()[key], value)
+        assert torch.equal(delivered_weights(state)[key], value)
+
+
+def test_a_run_without_the_average_delivers_its_last_weights(tmp_path):
+    trainer = _trainer(_cfg(tmp_path, "plain"))
+    state = load_checkpoint(trainer.train().checkpoint)
+    assert "ema" not in state
+    assert delivered_weights(state) is state["model"]
+
+
+def test_resume_continues_the_weight_average_exactly(tmp_path):
+    full = _trainer(_ema_cfg(tmp_path, "full"), _dropout())
+    full.train()
+    _trainer(_ema_cfg(tmp_path, "part"), _dropout()).train(stop_at_step=5)
+    assert [s for s, _ in list_checkpoints(tmp_path / "part")] == [2, 4]
+    resumed = _trainer(_ema_cfg(tmp_path, "part"), _dropout())
+    resumed.train(resume=True)
+    final_full = load_checkpoint(list_checkpoints(tmp_path / "full")[-1][1])
+    final_resumed = load_checkpoint(list_checkpoints(tmp_path / "part")[-1][1])
+    for part in ("model", "ema"):
+        for key, value in final_full[part].items():
+            assert torch.equal(final_resumed[part][key], value), (part, key)
+
+
+def test_resume_refuses_a_checkpoint_without_or_with_a_broken_average(tmp_path):
+    _trainer(_ema_cfg(tmp_path, "r")).train(stop_at_step=3)
+    path = list_checkpoints(tmp_path / "r")[-1][1]
+    state = load_checkpoint(path)
+    state["ema"]["head.weight"] = state["ema"]["head.weight"] * float("nan")
+    atomic_torch_save(state, path)
+    with pytest.raises(ValueError, match=r"(?i)non-finite|nan"):
+        _trainer(_ema_cfg(tmp_path, "r")).train(resume=True)
+    del state["ema"]
+    atomic_torch_save(state, path)
+    with pytest.raises(ValueError, match=r"no weight average.*optim\.ema_decay"):
+        _trainer(_ema_cfg(tmp_path, "r")).train(resume=True)
+
+
+def test_load_from_takes_the_weight_average(tmp_path):
+    source = _trainer(_ema_cfg(tmp_path, "source")).train().checkpoint
+    average = load_checkpoint(source)["ema"]
+    trainer = _trainer(_cfg(tmp_path, "next", load_from=str(source)))
+    for key, value in average.items():
+        assert torch.equal(trainer.model.state_dict()[key], value)
+
+
+def test_evaluation_during_training_scores_the_weight_average(tmp_path, monkeypatch):
+    import ait.engine.evaluate as evaluate_module
+
+    seen = []
+
+    def record(cfg, model, dist=None):
+        seen.append(model.head.weight.detach().clone())
+        return {}
+
+    monkeypatch.setattr(evaluate_module, "evaluate_solver", record)
+    cfg = _ema_cfg(tmp_path, "ev", eval_interval=4)
+    trainer = Trainer(
+        cfg, model_factory=lambda _: StandIn(), datasets={"depth": _dataset()}, log=lambda _: None
+    )
+    trainer.train(stop_at_step=5)  # evaluates at step 4, then stops without the final evaluation
+    assert len(seen) == 1
+    state = load_checkpoint(list_checkpoints(tmp_path / "ev")[-1][1])  # step 4
+    assert torch.equal(seen[0], state["ema"]["head.weight"])
+    assert not torch.equal(seen[0], state["model"]["head.weight"])
+    # the evaluation gave the raw weights back: step 5 trained on from them, as a run without the average does
+    plain = _trainer(_cfg(tmp_path, "plain", eval_interval=4))
+    plain.train(stop_at_step=5)
+    for key, value in _weights(plain.model).items():
+        assert torch.equal(_weights(trainer.model)[key], value), key
+
+
+def test_load_solver_takes_the_weight_average(tmp_path, untrained_run):
+    from ait.engine.inference import load_solver
+
+    path = untrained_run(tmp_path / "run")
+    state = torch.load(path, weights_only=True)
+    average = {
+        k: v + 1.0 for k, v in state["model"].items() if k.startswith("decoder.") and v.is_floating_point()
+    }
+    atomic_torch_save({**state, "ema": average}, path)
+    solver, _ = load_solver(path)
+    for key, value in average.items():
+        assert torch.equal(solver.state_dict()[key], value), key
+    untouched = next(
+        k for k in state["model"] if k.startswith("backbone.") and state["model"][k].is_floating_point()
+    )
+    assert torch.equal(solver.state_dict()[untouched], state["model"][untouched])
+    # a broken average is refused like broken weights
+    atomic_torch_save({**state, "ema": {k: v * float("nan") for k, v in average.items()}}, path)
+    with pytest.raises(ValueError, match=r"(?i)non-finite|nan"):
+        load_solver(path)

@@ -194,6 +194,9 @@ class OptimConfig:
     # scaler; CUDA from Ampere, or the CPU) or "none". true/false (older configs) mean fp16/none.
     # ait.engine.precision
     amp: str | bool = "fp16"
+    # a moving average of the weights, evaluated and delivered instead of the last step's (ait.engine.ema);
+    # 0 = off, as in the original; e.g. 0.998 averages over about the last 500 steps
+    ema_decay: float = 0.0
 
 
 @dataclass

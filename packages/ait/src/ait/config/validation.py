@@ -293,6 +293,7 @@ def validate_config(cfg: Config) -> None:
     )
     _check(o.step_gamma > 0, "optim.step_gamma", "> 0", o.step_gamma)
     _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
+    _check(0 <= o.ema_decay < 1, "optim.ema_decay", "in [0, 1) (0 = no weight average)", o.ema_decay)
     _check(
         _is_int(o.accumulate) and o.accumulate >= 1,
         "optim.accumulate",

@@ -104,6 +104,8 @@ def train_with_curriculum(cfg: Config, resume: bool | str | None = None, **train
         detection_model = build_task_solver(det_cfg)
         load_initial_weights(detection_model, str(final), lambda message: None)
     copied = transfer_detection_positions(trainer.model, detection_model)
+    if trainer.ema is not None:  # (a resumed phase then loads its own average)
+        trainer.ema.restart()  # the average starts from the carried-over positions too
     trainer.log(
         f"curriculum: instance phase starts from the detection phase ({copied} positions carried over)"
     )

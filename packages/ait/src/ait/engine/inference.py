@@ -23,6 +23,7 @@ from ait.engine.checkpoint import (
     saved_config,
     stored_tokenizer_configs,
 )
+from ait.engine.ema import delivered_weights
 
 __all__ = ["check_finite_predictions", "load_image", "load_solver"]
 
@@ -56,7 +57,8 @@ def load_solver(
             cfg = apply_overrides(copy.deepcopy(cfg), overrides).validate()
         return load_original_solver(checkpoint, cfg, device, state=original)
     state = load_checkpoint(checkpoint, map_location="cpu")
-    check_finite_weights(state["model"], checkpoint)
+    weights = delivered_weights(state)  # the run's weight average where it kept one
+    check_finite_weights(weights, checkpoint)
     run_cfg = saved_config(state, checkpoint) if cfg is None else copy.deepcopy(cfg)
     if overrides:
         run_cfg = apply_overrides(run_cfg, overrides).validate()
@@ -77,7 +79,7 @@ def load_solver(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*UNTRAINED.*")
         solver = build_task_solver(build_cfg, tokenizer_configs=stored_tokenizer_configs(state, checkpoint))
-    load_model_weights(solver, state["model"], checkpoint)
+    load_model_weights(solver, weights, checkpoint)
     if hasattr(solver, "cfg"):
         solver.cfg = run_cfg  # inference settings (top_p, eval windows...) of the run, not of the build
     return solver.to(device).eval(), run_cfg

@@ -55,6 +55,7 @@ from ait.engine.distributed import (
     barrier,
     init_distributed,
 )
+from ait.engine.ema import WeightEma, delivered_weights
 from ait.engine.logging import MetricsLogger
 from ait.engine.optim import build_optimizer, build_scheduler
 from ait.engine.precision import resolve_amp
@@ -195,7 +196,7 @@ def load_initial_weights(model: nn.Module, path: str, log: Callable[[str], None]
                 f"load_from {source}: not a checkpoint of plain tensors ({load_error_reason(error)})"
             ) from error
         if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-            weights = state["model"]
+            weights = delivered_weights(state)  # the run's weight average where it kept one
         elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             weights = state["state_dict"]  # mmcv-style checkpoints
         else:
@@ -265,6 +266,8 @@ class Trainer:
         if cfg.load_from:
             load_initial_weights(self.model, cfg.load_from, self.log)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        # the weight average starts from the initial (or load_from) weights
+        self.ema = WeightEma(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.use_amp = self.amp.scaler  # a GradScaler (fp16) whose state the checkpoints carry
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -334,6 +337,7 @@ class Trainer:
             "tokenizers": json.dumps(getattr(self.model, "tokenizer_configs", dict)()),
             "step": self.step,
             "model": self.model.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             # the schedule's lambda is rebuilt from the config; only its counters are state
             "scheduler": {
@@ -370,6 +374,14 @@ class Trainer:
         from ait.engine.checkpoint import load_model_weights
 
         load_model_weights(self.model, state["model"], path)
+        if self.ema is not None:
+            if not isinstance(state.get("ema"), dict):
+                raise ValueError(
+                    f"checkpoint {path} holds no weight average, and optim.ema_decay={self.cfg.optim.ema_decay} "
+                    "needs one to continue exactly: resume with the run's own config"
+                )
+            check_finite_weights(state["ema"], path)
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.use_amp and state.get("scaler"):
@@ -393,7 +405,8 @@ class Trainer:
     def run_evaluation(self) -> dict[str, Any]:
         from ait.engine.evaluate import evaluate_solver
 
-        return evaluate_solver(self.cfg, self.model, self.dist)
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            return evaluate_solver(self.cfg, self.model, self.dist)
 
     # ------------------------------------------------------------------------------------------- training
     def _train_step(self) -> dict[str, float]:
@@ -443,6 +456,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.step)
         sums["grad_norm"] = grad_norm
         return sums
 
@@ -552,6 +567,10 @@ class Trainer:
             if progress is not None:
                 progress.close()
             self.metrics.close()
+        if self.ema is not None and self.step >= cfg.optim.max_iters:
+            # the run delivers the average: whoever takes the trainer's model next (the demo, the curriculum's
+            # instance phase) gets the weights the final checkpoint's "ema" holds
+            self.ema.copy_to_model()
         throughput = total_train_images / total_train_time if total_train_time > 0 else float("nan")
         self.log(
             f"done: step {self.step}, {throughput:.1f} images/s (training steps only), checkpoint {self.last_checkpoint}"
