@@ -162,6 +162,20 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) after the paper's curriculum: the first "
         "30 % of the steps train box + class sequences (task det), then instance segmentation",
     ),
+    "memory_boxes_area_dw0.2_detection_15": (
+        [
+            *DEMO_RECIPE,
+            "curriculum.detection_iters=0.15",
+        ],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) after a shorter detection phase: the "
+        "first 15 % of the steps train box + class sequences (task det), then instance segmentation",
+    ),
+    "memory_boxes_area_dw0.2_ema": (
+        [*DEMO_RECIPE, "optim.ema_decay=0.998"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) scored and delivered as a moving average "
+        "of the weights (decay 0.998; over 2000 steps its warm-up keeps it below 0.9955); the JSON also scores "
+        "the same run's last weights",
+    ),
     "memory_boxes_area_dw0.2_batch_4": (
         [
             *DEMO_RECIPE,
@@ -267,6 +281,17 @@ def run(
         start = time.perf_counter()
         metrics = evaluate_solver(cfg, solver)
         eval_s = time.perf_counter() - start
+        last_weights = None
+        if cfg.optim.ema_decay:
+            # the run delivers its weight average; the last step's own weights, from the final checkpoint,
+            # are scored too: the same run with and without the average, side by side
+            from ait.engine import load_checkpoint
+
+            raw = load_checkpoint(trained.checkpoint)["model"]
+            averaged = {k: v.clone() for k, v in solver.state_dict().items()}
+            solver.load_state_dict(raw)
+            last_weights = run_figures(evaluate_solver(cfg, solver), trained, eval_s)
+            solver.load_state_dict(averaged)
         baseline = mean_depth_baseline(_mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval)
     suffix = f"_p{dist_info.world_size}" if dist_info.world_size > 1 else ""
     if suffix:
@@ -283,6 +308,10 @@ def run(
         "train_cpu_minutes": train_cpu_minutes,
         **run_figures(metrics, trained, eval_s),
     }
+    if last_weights is not None:
+        result["last_weights"] = {
+            key: last_weights[key] for key in ("depth_rmse", "depth_abs_rel", "box_ap", "box_ap50", "mask_ap")
+        }
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{lever}{suffix}_s{seed}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
