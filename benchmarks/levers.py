@@ -173,7 +173,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "memory_boxes_area_dw0.2_ema": (
         [*DEMO_RECIPE, "optim.ema_decay=0.998"],
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) scored and delivered as a moving average "
-        "of the weights (decay 0.998; over 2000 steps its warm-up keeps it below 0.9955); the JSON also scores "
+        "of the weights (decay 0.998; over 2000 steps its warm-up holds it near 0.9955); the JSON also scores "
         "the same run's last weights",
     ),
     "memory_boxes_area_dw0.2_batch_4": (

@@ -92,7 +92,18 @@ def test_curriculum_run_trains_detection_then_instances(tmp_path):
     assert trainer.model.instance_head.task == "insseg"
 
 
-def test_with_a_weight_average_each_phase_hands_on_its_average(tmp_path):
+def test_with_a_weight_average_each_phase_hands_on_its_average(tmp_path, monkeypatch):
+    from ait.engine.ema import WeightEma
+
+    starts: list[dict] = []  # each phase's average as its first update finds it
+    update = WeightEma.update
+
+    def recording_update(self, step):
+        if step == 1:
+            starts.append(self.state_dict())
+        update(self, step)
+
+    monkeypatch.setattr(WeightEma, "update", recording_update)
     cfg = _cfg(tmp_path, **{"optim.ema_decay": 0.5})
     trainer, result = train_with_curriculum(cfg, evaluate=False, log=lambda _: None)
     det_dir = tmp_path / "run" / "detection_phase"
@@ -105,3 +116,12 @@ def test_with_a_weight_average_each_phase_hands_on_its_average(tmp_path):
     ins_state = load_checkpoint(result.checkpoint)
     for key, value in ins_state["ema"].items():
         assert torch.equal(trainer.model.state_dict()[key], value), key
+    # the instance phase's average starts from the carried-over prompt and box/class positions
+    assert len(starts) == 2
+    instance_start, per_object = starts[1], trainer.model.instance_head.per_object
+    det_positions = handed_on["decoder.task_positions.det"]
+    assert torch.equal(instance_start["decoder.task_prompts.insseg"], handed_on["decoder.task_prompts.det"])
+    for j in range(5):
+        assert torch.equal(
+            instance_start["decoder.task_positions.insseg"][per_object + j], det_positions[5 + j]
+        )

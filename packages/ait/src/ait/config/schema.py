@@ -195,7 +195,8 @@ class OptimConfig:
     # ait.engine.precision
     amp: str | bool = "fp16"
     # a moving average of the weights, evaluated and delivered instead of the last step's (ait.engine.ema);
-    # 0 = off, as in the original; e.g. 0.998 averages over about the last 500 steps
+    # 0 = off, as in the original; e.g. 0.998 averages over about the last 500 steps of a long run (its warm-up
+    # keeps a short run's horizon near a ninth of the steps so far)
     ema_decay: float = 0.0
 
 

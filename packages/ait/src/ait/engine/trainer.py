@@ -266,8 +266,6 @@ class Trainer:
         if cfg.load_from:
             load_initial_weights(self.model, cfg.load_from, self.log)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        # the weight average starts from the initial (or load_from) weights
-        self.ema = WeightEma(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.use_amp = self.amp.scaler  # a GradScaler (fp16) whose state the checkpoints carry
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -294,6 +292,8 @@ class Trainer:
             )
         else:
             self.wrapped = self.model
+        # the weight average starts from the initial (or load_from) weights, as DDP has broadcast them
+        self.ema = WeightEma(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         self.metrics = MetricsLogger(self.work_dir, enabled=self.dist.is_main)
         # the RNG state training starts from, so a run does not depend on what else ran in this process
         self._start_rng = capture_rng_state()
