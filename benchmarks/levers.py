@@ -40,6 +40,10 @@ LEVER_BASE = [
 # the levers of today's demo on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to them
 DEMO_RECIPE = ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"]
 
+# not a config key: a lever that sets it trains in two chained parts, the second restarting the warm-up and decay
+# (train_with_restart)
+RESTART = "lever.restart_at"
+
 # name -> (cfg options on top of cpu_joint_demo, what it changes). The first is the demo as it was before the
 # levers were measured; steps scale with --steps unless the lever fixes its own.
 LEVERS: dict[str, tuple[list[str], str]] = {
@@ -176,6 +180,12 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "of the weights (decay 0.998; over 2000 steps its warm-up holds it near 0.9955); the JSON also scores "
         "the same run's last weights",
     ),
+    "memory_boxes_area_dw0.2_restart": (
+        [*DEMO_RECIPE, f"{RESTART}=0.3"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) with the detection-phase curriculum's "
+        "schedule but no detection phase: the first 30 % of the steps are a joint run with its own warm-up and "
+        "decay, the rest a second joint run from its weights with a fresh warm-up and decay",
+    ),
     "memory_boxes_area_dw0.2_batch_4": (
         [
             *DEMO_RECIPE,
@@ -212,10 +222,42 @@ def resolve_options(options: list[str], steps: int) -> list[str]:
     resolved = []
     for option in options:
         key, value = option.split("=", 1)
-        if key == "curriculum.detection_iters" and "." in value:
+        if key in ("curriculum.detection_iters", RESTART) and "." in value:
             value = str(round(float(value) * steps))
         resolved.append(f"{key}={value}")
     return resolved
+
+
+def split_restart(options: list[str]) -> tuple[list[str], int | None]:
+    """(the config options, the restart step or None): `lever.restart_at` is for levers.py, not the config."""
+    restart = [int(option.split("=", 1)[1]) for option in options if option.startswith(f"{RESTART}=")]
+    return [option for option in options if not option.startswith(f"{RESTART}=")], (restart or [None])[-1]
+
+
+def train_with_restart(cfg, first_steps: int, **trainer_kwargs):
+    """The detection-phase curriculum's schedule without its detection phase: `cfg` for `first_steps` steps with
+    their own warm-up and decay, then the rest of `optim.max_iters` from those weights with a fresh warm-up and
+    decay (the instance phase's config). Tells the curriculum's phase apart from its second schedule."""
+    import copy
+
+    from ait.engine.curriculum import _save_weights, _scaled_warmup, instance_phase_config
+    from ait.engine.trainer import Trainer
+
+    first = copy.deepcopy(cfg)
+    first.optim.max_iters = first_steps
+    first.optim.warmup_iters = _scaled_warmup(cfg, first_steps)
+    first.optim.step_milestones = tuple(m for m in cfg.optim.step_milestones if m < first_steps)
+    first.work_dir = str(Path(cfg.work_dir) / "first_part")
+    first.validate()
+    part = Trainer(first, **trainer_kwargs)
+    part.train()
+    weights = Path(first.work_dir) / "first_part_final.pt"
+    _save_weights(part.model, weights)
+    del part
+    split = copy.deepcopy(cfg)
+    split.curriculum.detection_iters = first_steps  # instance_phase_config counts the rest from it
+    trainer = Trainer(instance_phase_config(split, weights), **trainer_kwargs)
+    return trainer, trainer.train()
 
 
 def run(
@@ -267,10 +309,14 @@ def run(
             f"work_dir={Path(tmp) / 'solver'}",
         ]
         resolved = resolve_options(options, steps)
-        _, _, solver_cfg = demo_configs(tmp, cfg_options=base + resolved)
+        config_options, restart = split_restart(resolved)
+        _, _, solver_cfg = demo_configs(tmp, cfg_options=base + config_options)
         cfg = solver_cfg(depth_ckpt, mask_ckpt)
         cpu_start = time.process_time()
-        trainer, trained = train_with_curriculum(cfg, evaluate=False, dist_info=dist_info)
+        if restart:
+            trainer, trained = train_with_restart(cfg, restart, evaluate=False, dist_info=dist_info)
+        else:
+            trainer, trained = train_with_curriculum(cfg, evaluate=False, dist_info=dist_info)
         # CPU seconds of this process: with one thread, what the run costs an idle core, whatever else the
         # machine was doing (wall minutes on a shared machine measure the neighbours too)
         train_cpu_minutes = (time.process_time() - cpu_start) / 60

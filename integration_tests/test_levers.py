@@ -22,10 +22,12 @@ def test_every_lever_is_a_valid_demo_config(name, tmp_path):
     assert note
     options = [option.replace("{pretrained}", str(tmp_path / "backbone.safetensors")) for option in options]
     base = [*levers.LEVER_BASE, "optim.max_iters=2000"]
-    cfg = create_config("cpu_joint_demo", base + levers.resolve_options(options, 2000))
+    config_options, restart = levers.split_restart(levers.resolve_options(options, 2000))
+    assert restart is None or 0 < restart < 2000
+    cfg = create_config("cpu_joint_demo", base + config_options)
     baseline = create_config("cpu_joint_demo", base)
     # a lever changes something, except the unchanged demo itself
-    assert (cfg.to_json() != baseline.to_json()) == (name != "demo")
+    assert (cfg.to_json() != baseline.to_json() or restart is not None) == (name != "demo")
 
 
 def test_stored_runs_render_one_row_per_lever():
@@ -44,6 +46,39 @@ def test_a_detection_phase_given_as_a_fraction_becomes_steps():
     assert levers.resolve_options(["curriculum.detection_iters=500"], 2000) == [
         "curriculum.detection_iters=500"
     ]
+
+
+def test_a_restart_splits_the_run_into_two_schedules(tmp_path):
+    from ait.config import create_config
+    from ait.engine import read_metrics
+
+    options, restart = levers.split_restart(
+        levers.resolve_options(["lever.restart_at=0.5", "model.object_order=area"], 6)
+    )
+    assert options == ["model.object_order=area"] and restart == 3
+    cfg = create_config(
+        "cpu_joint_tiny",
+        {
+            "progress": False,
+            "optim.max_iters": 6,
+            "optim.warmup_iters": 2,
+            "checkpoint_interval": 0,
+            "log_interval": 1,
+            "work_dir": str(tmp_path / "run"),
+        },
+    )
+    messages: list[str] = []
+    trainer, result = levers.train_with_restart(cfg, restart, evaluate=False, log=messages.append)
+    first = tmp_path / "run" / "first_part"
+    assert (first / "first_part_final.pt").is_file()
+    # the second part: the rest of the steps, from the first part's weights, with a fresh warm-up
+    assert trainer.cfg.optim.max_iters == 3 and result.step == 3
+    assert trainer.cfg.load_from == str(first / "first_part_final.pt")
+    assert any("first_part_final.pt" in m and "0 skipped" in m for m in messages)
+    first_lrs = [r["lr"] for r in read_metrics(first) if r.get("kind") == "train"]
+    second_lrs = [r["lr"] for r in read_metrics(tmp_path / "run") if r.get("kind") == "train"]
+    assert len(first_lrs) == 3 and len(second_lrs) == 3
+    assert first_lrs[-1] < first_lrs[1] and second_lrs[1] > first_lrs[-1]  # warmed up again after the decay
 
 
 @pytest.mark.parametrize(
