@@ -73,6 +73,7 @@ def test_a_restart_splits_the_run_into_two_schedules(tmp_path):
     assert (first / "first_part_final.pt").is_file()
     # the second part: the rest of the steps, from the first part's weights, with a fresh warm-up
     assert trainer.cfg.optim.max_iters == 3 and result.step == 3
+    assert trainer.cfg.optim.warmup_iters == 1  # the run's 2 warm-up steps over 6, scaled to the part's 3
     assert trainer.cfg.load_from == str(first / "first_part_final.pt")
     assert any("first_part_final.pt" in m and "0 skipped" in m for m in messages)
     first_lrs = [r["lr"] for r in read_metrics(first) if r.get("kind") == "train"]
