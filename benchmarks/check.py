@@ -46,9 +46,20 @@ CHECKED_BENCHMARKS = ["decoder", "quality", "solver"]
 # Ratios of CPU times of one thread measured side by side: "higher is better".
 RATIO_TOLERANCE = 0.35
 RATIO_TOLERANCES = {
-    # training-step FLOP/s over a matmul's: two separately timed figures, so noisier than a speed-up
-    ("solver/train_step/b16", "fraction_of_matmul_ceiling"): 0.5,
-    ("solver/train_step_demo", "fraction_of_matmul_ceiling"): 0.5,
+    # training-step FLOP/s over a matmul's: two separately timed figures, so noisier than a speed-up; on a
+    # second machine of the same kind (AMD EPYC, AVX-512) they fell to 0.27-0.40 against 0.51
+    ("solver/train_step/b16", "fraction_of_matmul_ceiling"): 0.6,
+    ("solver/train_step_demo", "fraction_of_matmul_ceiling"): 0.6,
+    # cached decoding against the uncached and original-style loops, small batches bound by per-op cost: the
+    # same second machine gave 28-42 % below the baseline's (benchmarks/README.md, "Regression check"); at 60 %
+    # a lost KV cache (ratio ~1) still fails
+    ("decoder/ours_vs_original/b1", "speedup"): 0.6,
+    ("decoder/ours_vs_naive/b1", "speedup"): 0.6,
+    ("decoder/ours_int8_vs_original/b1", "speedup"): 0.6,
+    ("decoder/ours_vs_original/b8", "speedup"): 0.6,
+    ("decoder/ours_vs_naive/b8", "speedup"): 0.6,
+    ("decoder/ours_int8_vs_original/b8", "speedup"): 0.6,
+    ("decoder/ours_int8_vs_ours/b8", "speedup"): 0.4,
 }
 # Deterministic quality figures (seeded, one thread): identical on one machine; the tolerance covers other
 # CPUs/BLAS builds, whose rounding differences grow through training.
