@@ -237,26 +237,20 @@ def split_restart(options: list[str]) -> tuple[list[str], int | None]:
 def train_with_restart(cfg, first_steps: int, **trainer_kwargs):
     """The detection-phase curriculum's schedule without its detection phase: `cfg` for `first_steps` steps with
     their own warm-up and decay, then the rest of `optim.max_iters` from those weights with a fresh warm-up and
-    decay (the instance phase's config). Tells the curriculum's phase apart from its second schedule."""
-    import copy
-
-    from ait.engine.curriculum import _save_weights, _scaled_warmup, instance_phase_config
+    decay, as the curriculum's instance phase. Tells the curriculum's phase apart from its second schedule."""
+    from ait.engine.curriculum import _save_weights, schedule_part
     from ait.engine.trainer import Trainer
 
-    first = copy.deepcopy(cfg)
-    first.optim.max_iters = first_steps
-    first.optim.warmup_iters = _scaled_warmup(cfg, first_steps)
-    first.optim.step_milestones = tuple(m for m in cfg.optim.step_milestones if m < first_steps)
+    first = schedule_part(cfg, 0, first_steps)
     first.work_dir = str(Path(cfg.work_dir) / "first_part")
-    first.validate()
-    part = Trainer(first, **trainer_kwargs)
+    part = Trainer(first.validate(), **trainer_kwargs)
     part.train()
     weights = Path(first.work_dir) / "first_part_final.pt"
     _save_weights(part.model, weights)
     del part
-    split = copy.deepcopy(cfg)
-    split.curriculum.detection_iters = first_steps  # instance_phase_config counts the rest from it
-    trainer = Trainer(instance_phase_config(split, weights), **trainer_kwargs)
+    second = schedule_part(cfg, first_steps, cfg.optim.max_iters)
+    second.load_from = str(weights)
+    trainer = Trainer(second.validate(), **trainer_kwargs)
     return trainer, trainer.train()
 
 

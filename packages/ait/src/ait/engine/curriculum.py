@@ -26,18 +26,23 @@ def _scaled_warmup(cfg: Config, steps: int) -> int:
     return max(1, round(cfg.optim.warmup_iters * steps / cfg.optim.max_iters))
 
 
+def schedule_part(cfg: Config, start: int, stop: int) -> Config:
+    """A copy of `cfg` that trains steps [start, stop) of its run as a run of its own: stop - start steps, the
+    warm-up scaled to them, the step milestones inside shifted to its start, no detection phase of its own."""
+    part = copy.deepcopy(cfg)
+    part.optim.max_iters = stop - start
+    part.optim.warmup_iters = _scaled_warmup(cfg, stop - start)
+    part.optim.step_milestones = tuple(m - start for m in cfg.optim.step_milestones if start < m <= stop)
+    part.curriculum.detection_iters = 0
+    return part
+
+
 def detection_phase_config(cfg: Config) -> Config:
     """`cfg`'s detection phase: task det instead of insseg, `detection_iters` steps, its own work dir."""
-    steps = cfg.curriculum.detection_iters
-    det = copy.deepcopy(cfg)
+    det = schedule_part(cfg, 0, cfg.curriculum.detection_iters)
     det.model.tasks = tuple("det" if task == "insseg" else task for task in cfg.model.tasks)
     det.model.mask_tokenizer = None
     det.model.decoding = {("det" if k == "insseg" else k): v for k, v in cfg.model.decoding.items()}
-    det.optim.max_iters = steps
-    det.optim.warmup_iters = _scaled_warmup(cfg, steps)
-    det.optim.step_milestones = tuple(m for m in cfg.optim.step_milestones if m < steps)
-    det.curriculum.detection_iters = 0
-    det.load_from = cfg.load_from
     det.work_dir = str(Path(cfg.work_dir) / "detection_phase")
     det.eval_interval = 0
     return det.validate()
@@ -45,13 +50,7 @@ def detection_phase_config(cfg: Config) -> Config:
 
 def instance_phase_config(cfg: Config, detection_checkpoint: str | Path) -> Config:
     """`cfg`'s instance phase: the remaining steps, starting from the detection phase's weights."""
-    steps = cfg.optim.max_iters - cfg.curriculum.detection_iters
-    ins = copy.deepcopy(cfg)
-    ins.optim.max_iters = steps
-    ins.optim.warmup_iters = _scaled_warmup(cfg, steps)
-    offset = cfg.curriculum.detection_iters
-    ins.optim.step_milestones = tuple(m - offset for m in cfg.optim.step_milestones if m > offset)
-    ins.curriculum.detection_iters = 0
+    ins = schedule_part(cfg, cfg.curriculum.detection_iters, cfg.optim.max_iters)
     ins.load_from = str(detection_checkpoint)
     return ins.validate()
 
