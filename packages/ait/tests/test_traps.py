@@ -505,3 +505,13 @@ def test_messages_name_the_key_or_the_file(tmp_path, capsys):
     split.write_bytes(b"\xff\xfe/scene/rgb_1.jpg /scene/sync_depth_1.png\n")
     with pytest.raises(ValueError, match=rf"split file {split} is not UTF-8 text"):  # was: a bare codec error
         parse_split_file(split)
+
+
+@pytest.mark.parametrize("processes", ["0", "9"])
+def test_demo_refuses_a_process_count_its_batches_cannot_share_before_any_work(tmp_path, capsys, processes):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--processes", processes])
+    assert code == 2
+    line = _error_line(capsys)
+    assert f"--processes {processes}" in line and "allow 1 to 8 processes" in line
+    assert not out.exists()  # refused before any tokenizer or solver training

@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic rooms (tokenizers + joint solver)")
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output/)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (a smoke test, not meaningful)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="processes that train the solver together, sharing its threads (default 2: two one-thread "
+        "processes use a 2-core CPU better than one; 1: train in this process)",
+    )
     _add_cfg_options(p)
 
     p = sub.add_parser("tokenizer", help="tokenizer (VQ-VAE) commands")
@@ -329,7 +336,7 @@ def _check_device(device: str | None) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ait.demo import run_demo
 
-    run_demo(out_dir=args.out, quick=args.quick, cfg_options=args.cfg_options)
+    run_demo(out_dir=args.out, quick=args.quick, cfg_options=args.cfg_options, processes=args.processes)
     return 0
 
 

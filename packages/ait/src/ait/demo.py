@@ -6,13 +6,17 @@
 4. writes `results.md` (table in the original README's format, timings, throughput), `predictions.png`
    (input | ground truth | prediction | instance overlay) and `metrics.json` into the output folder.
 
-Sized for about ten minutes on two idle CPU cores. Everything is seeded; a rerun retrains from scratch
-(the folder's previous checkpoints are replaced).
+Sized for about 13 minutes on two idle CPU cores. The solver trains in two one-thread processes (one
+process group, gloo): its step is bound by small operations, and two processes keep both cores busy where
+one two-thread process does not (about 1.3x the images per second, `benchmarks/README.md`). Everything is
+seeded, and a rerun with the same number of processes repeats the run; a rerun retrains from scratch (the
+folder's previous checkpoints are replaced).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import time
@@ -23,7 +27,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["DemoResult", "demo_configs", "run_demo"]
+__all__ = ["DEMO_PROCESSES", "DemoResult", "demo_configs", "run_demo"]
+
+# The solver's training processes: two one-thread processes on a 2-core CPU (see the module docstring)
+DEMO_PROCESSES = 2
 
 # Demo-sized tokenizer runs (overrides of the registry's cpu_*_vqvae configs).
 DEMO_DEPTH_TOKENIZER = {
@@ -80,6 +87,8 @@ class DemoResult:
     images_per_s: float = float("nan")
     report: Path | None = None
     figure: Path | None = None
+    processes: int = 1  # the solver's training processes
+    solver_threads: int = 1  # torch threads of each
 
 
 def demo_configs(out_dir: str | Path, quick: bool = False, cfg_options: Iterable[str] = ()):
@@ -248,11 +257,55 @@ def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
         *[f"| {name} | {seconds:.1f} |" for name, seconds in result.timings.items()],
         "",
         f"Task-solver training throughput: {result.images_per_s:.1f} images/s "
-        f"({torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}).",
+        f"({_workers(result.processes, result.solver_threads)}, {platform.processor() or platform.machine()}).",
         "",
         "Reproduce: `ait demo` (or `nox -s demo`).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _workers(processes: int, threads: int) -> str:
+    per = f"{threads} torch thread{'s' if threads > 1 else ''}"
+    return per if processes == 1 else f"{processes} processes of {per}"
+
+
+def solver_processes(requested: int, cfg) -> int:
+    """How many processes train the solver: `requested`, or 1 where a local process group cannot run (no
+    torch.distributed, or a GPU, which the processes would share). ValueError outside 1..smallest batch."""
+    smallest = min(getattr(cfg.data, f"{task}_batch") for task in cfg.model.tasks)
+    if not 1 <= requested <= smallest:
+        raise ValueError(
+            f"--processes {requested}: the solver's batches ({smallest} images of a task per step) allow 1 to "
+            f"{smallest} processes; the demo's default is {DEMO_PROCESSES}"
+        )
+    if requested > 1 and (torch.cuda.is_available() or not torch.distributed.is_available()):
+        print("[demo] one solver process: a GPU is present or torch.distributed is missing", flush=True)
+        return 1
+    return requested
+
+
+def _train_solver_process(cfg) -> dict[str, Any]:
+    """One rank of the solver's training (run by `run_local_processes`); rank 0's figures are returned."""
+    from ait.engine.curriculum import train_with_curriculum
+
+    _, trained = train_with_curriculum(cfg, evaluate=False)
+    return {"checkpoint": str(trained.checkpoint), "images_per_s": trained.images_per_s}
+
+
+def train_demo_solver(cfg, processes: int):
+    """(trained solver in eval mode, training images/s) of `cfg`, trained in `processes` local processes."""
+    if processes == 1:
+        from ait.engine.curriculum import train_with_curriculum
+
+        trainer, trained = train_with_curriculum(cfg, evaluate=False)
+        return trainer.model.eval(), trained.images_per_s
+    from ait.engine.inference import load_solver
+    from ait.engine.launch import run_local_processes
+
+    trained = run_local_processes(_train_solver_process, processes, (cfg,))
+    # the final checkpoint is what the run delivers (its weight average where it keeps one), as in-process
+    solver, _ = load_solver(trained["checkpoint"], cfg, device="cpu")
+    return solver.eval(), trained["images_per_s"]
 
 
 def demo_label(cfg) -> str:
@@ -287,19 +340,27 @@ def tokenizer_oracle(cfg, solver) -> dict[str, dict]:
 
 
 def run_demo(
-    out_dir: str | Path = "demo_output", quick: bool = False, cfg_options: Iterable[str] = ()
+    out_dir: str | Path = "demo_output",
+    quick: bool = False,
+    cfg_options: Iterable[str] = (),
+    processes: int = DEMO_PROCESSES,
 ) -> DemoResult:
-    """Run the whole demo; prints phase timings and the results table, returns them."""
+    """Run the whole demo; prints phase timings and the results table, returns them.
+
+    `processes`: the solver trains in that many local processes (one process group), each with its share of
+    the config's torch threads; 1 trains it in this process.
+    """
     from ait.engine import evaluate_solver
-    from ait.engine.curriculum import train_with_curriculum
     from ait.evaluation import format_results_table, mean_depth_baseline
     from ait_tokenizer.train import train_tokenizer
 
     out = Path(out_dir)
     depth_tok_cfg, mask_tok_cfg, solver_cfg = demo_configs(out, quick, cfg_options)
     # checked before any training: the solver's folder is replaced on a rerun only if the demo made it
-    work_dir = Path(solver_cfg(out / "tokenizers", out / "tokenizers").work_dir)
+    draft = solver_cfg(out / "tokenizers", out / "tokenizers")
+    work_dir = Path(draft.work_dir)
     _check_demo_folder(work_dir)
+    processes = solver_processes(processes, draft)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -313,13 +374,17 @@ def run_demo(
     t = _phase(timings, "mask tokenizer", t)
 
     cfg = solver_cfg(depth_ckpt, mask_ckpt)
+    if processes > 1:  # the config's threads are shared out: the processes together use the same cores
+        cfg.num_threads = max(1, (cfg.num_threads or os.cpu_count() or 1) // processes)
     _fresh_demo_folder(Path(cfg.work_dir))  # a rerun retrains from scratch
-    print(f"[demo] 3/4 training the joint task-solver ({cfg.name})", flush=True)
-    trainer, trained = train_with_curriculum(cfg, evaluate=False)
+    print(
+        f"[demo] 3/4 training the joint task-solver ({cfg.name}; {_workers(processes, cfg.num_threads or 1)})",
+        flush=True,
+    )
+    solver, images_per_s = train_demo_solver(cfg, processes)
     t = _phase(timings, "task-solver training", t)
 
     print("[demo] 4/4 evaluating on held-out rooms", flush=True)
-    solver = trainer.model.eval()
     metrics = evaluate_solver(cfg, solver)
     from ait.data import build_eval_loader
 
@@ -346,8 +411,10 @@ def run_demo(
         baseline=baseline,
         oracle=oracle,
         timings=timings,
-        images_per_s=trained.images_per_s,
+        images_per_s=images_per_s,
         figure=figure,
+        processes=processes,
+        solver_threads=cfg.num_threads or torch.get_num_threads(),
     )
     report = out / "results.md"
     report.write_text(_report(result, cfg, (depth_tok_cfg, mask_tok_cfg)), encoding="utf-8")
@@ -360,7 +427,8 @@ def run_demo(
                 "baseline": baseline,
                 "tokenizer_oracle": oracle,
                 "timings": timings,
-                "images_per_s": trained.images_per_s,
+                "images_per_s": images_per_s,
+                "solver_processes": processes,
             },
             indent=2,
             default=float,
@@ -371,7 +439,7 @@ def run_demo(
     print(table)
     print(
         f"\n[demo] depth RMSE {depth.get('rmse', float('nan')):.3f} vs predict-the-mean "
-        f"{baseline.get('rmse', float('nan')):.3f}; training {trained.images_per_s:.1f} images/s; "
+        f"{baseline.get('rmse', float('nan')):.3f}; training {images_per_s:.1f} images/s; "
         f"total {timings['total']:.0f} s"
     )
     print(f"[demo] wrote {report}, {figure}")

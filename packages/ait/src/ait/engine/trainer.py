@@ -85,6 +85,9 @@ class NonFiniteLossError(RuntimeError):
             "Lower optim.lr, enable optim.grad_clip, or check the data of that step."
         )
 
+    def __reduce__(self):  # pickled with its own fields: a worker process's failure reaches its parent
+        return type(self), (self.step, self.parts, self.last_checkpoint)
+
 
 @dataclass
 class TrainResult:
@@ -283,8 +286,9 @@ class Trainer:
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 # the backbone's relative-position buffers are the same on every rank (fixed tables): the
-                # original does not broadcast them either (about 145 MB per step for SwinV2-B at 640)
-                broadcast_buffers=False,
+                # original does not broadcast them each step either (about 145 MB per step for SwinV2-B at
+                # 640); they are synced once, with the parameters, when DDP is built
+                forward_sync_buffers=False,
                 # the unused-parameter search walks the graph every step: only when a rank can be without
                 # one task's images (4 NYU images over 8 ranks in joint training) and its head sits out;
                 # a micro-batch counts as a rank here (the last one's backward is the reduction)

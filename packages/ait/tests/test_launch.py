@@ -1,0 +1,73 @@
+"""Local process groups started from Python (`ait.engine.launch`), as the demo trains its solver."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from ait.engine.launch import free_port, run_local_processes
+from ait.engine.trainer import NonFiniteLossError
+
+
+def _rank_sum(scale: float) -> dict:
+    # every process joins the group through the environment the launcher set, as under torchrun
+    from ait.engine.distributed import init_distributed
+
+    info = init_distributed("cpu")
+    total = torch.tensor([float(info.rank + 1) * scale])
+    torch.distributed.all_reduce(total)
+    return {"rank": info.rank, "world": info.world_size, "sum": total.item(), "pid": os.getpid()}
+
+
+def _fail_on_last_rank(kind: str) -> None:
+    from ait.engine.distributed import init_distributed
+
+    info = init_distributed("cpu")
+    if info.rank == info.world_size - 1:
+        if kind == "value":
+            raise ValueError("bad key data.depth_batch on the last rank")
+        raise NonFiniteLossError(7, {"depth": float("nan")}, Path("/runs/iter_0000006.pt"))
+    torch.distributed.barrier()  # the other ranks wait on the failed one: they fail on the broken group
+
+
+def test_processes_form_one_group_and_rank_zeros_result_comes_back():
+    result = run_local_processes(_rank_sum, 3, (2.0,))
+    assert result["rank"] == 0 and result["world"] == 3
+    assert result["sum"] == 2.0 * (1 + 2 + 3)  # all three took part in the reduction
+    assert result["pid"] != os.getpid()  # computed in a child process, not here
+
+
+def test_the_first_failure_reaches_the_caller_as_itself_with_its_fields():
+    with pytest.raises(ValueError, match=r"bad key data\.depth_batch on the last rank"):
+        run_local_processes(_fail_on_last_rank, 2, ("value",))
+    with pytest.raises(NonFiniteLossError) as caught:
+        run_local_processes(_fail_on_last_rank, 2, ("nan",))
+    assert caught.value.step == 7 and caught.value.last_checkpoint == Path("/runs/iter_0000006.pt")
+    assert "non-finite loss at step 7" in str(caught.value)
+
+
+def test_non_finite_loss_error_survives_pickling():
+    error = NonFiniteLossError(3, {"insseg": float("inf")}, None)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is NonFiniteLossError and str(copy) == str(error) and copy.step == 3
+
+
+def test_bad_process_counts_and_nested_groups_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match="at least 1"):
+        run_local_processes(_rank_sum, 0, (1.0,))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="not under torchrun"):
+        run_local_processes(_rank_sum, 2, (1.0,))
+
+
+def test_free_port_is_a_bindable_loopback_port():
+    import socket
+
+    port = free_port()
+    assert 1024 <= port < 65536
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))
