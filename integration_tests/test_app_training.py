@@ -297,3 +297,18 @@ def test_quick_demo_writes_the_table_figure_and_report(tmp_path):
     report = (out / "results.md").read_text()
     assert "predictions.png" in report and "images/s" in report
     assert (out / "predictions.png").stat().st_size > 1000
+    # the default: the solver in two one-thread processes (this machine has no GPU)
+    assert metrics["solver_processes"] == 2 and "2 processes of 1 torch thread" in report
+
+
+def test_a_failure_in_the_demos_solver_processes_is_one_error_line(tmp_path):
+    out = tmp_path / "demo"
+    run = _run(
+        [sys.executable, "-m", "ait", "demo", "--quick", "--out", str(out), "--cfg-options", "optim.lr=1e30"]
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(errors) == 1 and errors[0].startswith("ait: error: non-finite loss at step "), run.stderr[
+        -3000:
+    ]
+    assert "Terminating process" not in run.stderr

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.multiprocessing.spawn import ProcessExitedException
 
-from ait.engine.launch import free_port, run_local_processes
+from ait.engine.launch import RemoteTraceback, free_port, run_local_processes
 from ait.engine.trainer import NonFiniteLossError
 
 
@@ -23,15 +24,32 @@ def _rank_sum(scale: float) -> dict:
     return {"rank": info.rank, "world": info.world_size, "sum": total.item(), "pid": os.getpid()}
 
 
+class _Unpicklable(Exception):
+    def __init__(self, first: str, second: str) -> None:  # pickle replays cls(*args): one arg, not two
+        super().__init__(f"{first} {second}")
+
+
 def _fail_on_last_rank(kind: str) -> None:
+    import signal
+
     from ait.engine.distributed import init_distributed
 
     info = init_distributed("cpu")
     if info.rank == info.world_size - 1:
         if kind == "value":
             raise ValueError("bad key data.depth_batch on the last rank")
+        if kind == "unpicklable":
+            raise _Unpicklable("two", "fields")
+        if kind == "exit":
+            raise SystemExit(0)
+        if kind == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)  # out of memory: no chance to report
         raise NonFiniteLossError(7, {"depth": float("nan")}, Path("/runs/iter_0000006.pt"))
     torch.distributed.barrier()  # the other ranks wait on the failed one: they fail on the broken group
+
+
+def _environment(names: list[str]) -> dict:
+    return {name: os.environ.get(name) for name in names}
 
 
 def test_processes_form_one_group_and_rank_zeros_result_comes_back():
@@ -42,12 +60,36 @@ def test_processes_form_one_group_and_rank_zeros_result_comes_back():
 
 
 def test_the_first_failure_reaches_the_caller_as_itself_with_its_fields():
-    with pytest.raises(ValueError, match=r"bad key data\.depth_batch on the last rank"):
+    with pytest.raises(ValueError, match=r"bad key data\.depth_batch on the last rank") as caught:
         run_local_processes(_fail_on_last_rank, 2, ("value",))
+    # the failing process's own traceback comes along (what --debug shows), not only the parent's frames
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "_fail_on_last_rank" in str(caught.value.__cause__)
     with pytest.raises(NonFiniteLossError) as caught:
         run_local_processes(_fail_on_last_rank, 2, ("nan",))
     assert caught.value.step == 7 and caught.value.last_checkpoint == Path("/runs/iter_0000006.pt")
     assert "non-finite loss at step 7" in str(caught.value)
+
+
+def test_what_cannot_travel_as_itself_still_arrives_and_a_killed_process_is_named():
+    with pytest.raises(RuntimeError, match="_Unpicklable: two fields"):
+        run_local_processes(_fail_on_last_rank, 2, ("unpicklable",))
+    # sys.exit() in a process must not end the caller silently
+    with pytest.raises(RuntimeError, match=r"sys\.exit\(0\)"):
+        run_local_processes(_fail_on_last_rank, 2, ("exit",))
+    # killed by a signal: the survivor's "connection closed" must not stand in for the cause
+    with pytest.raises(ProcessExitedException, match="SIGKILL"):
+        run_local_processes(_fail_on_last_rank, 2, ("killed",))
+
+
+def test_a_surrounding_torchrun_agents_variables_do_not_reach_the_processes(monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("GROUP_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    seen = run_local_processes(
+        _environment, 2, (["TORCHELASTIC_USE_AGENT_STORE", "GROUP_RANK", "LOCAL_WORLD_SIZE"],)
+    )
+    assert seen == {"TORCHELASTIC_USE_AGENT_STORE": None, "GROUP_RANK": None, "LOCAL_WORLD_SIZE": "2"}
 
 
 def test_non_finite_loss_error_survives_pickling():

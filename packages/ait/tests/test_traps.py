@@ -515,3 +515,24 @@ def test_demo_refuses_a_process_count_its_batches_cannot_share_before_any_work(t
     line = _error_line(capsys)
     assert f"--processes {processes}" in line and "allow 1 to 8 processes" in line
     assert not out.exists()  # refused before any tokenizer or solver training
+
+
+def test_demo_refuses_micro_batches_its_processes_cannot_share_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--processes", "3", "--cfg-options", "optim.accumulate=2"])
+    assert code == 2
+    assert "optim.accumulate" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_demo_process_default_is_the_demos_and_falls_back_to_one_where_processes_cannot_share(monkeypatch):
+    from ait.cli import build_parser
+    from ait.config import create_config
+    from ait.demo import DEMO_PROCESSES, solver_processes
+
+    assert build_parser().parse_args(["demo"]).processes == DEMO_PROCESSES == 2
+    cfg = create_config("cpu_joint_demo")
+    assert solver_processes(2, cfg) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU cannot host two processes
+    assert solver_processes(2, cfg) == 1
+    assert solver_processes(1, cfg) == 1

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--processes",
         type=int,
-        default=2,
+        default=2,  # ait.demo.DEMO_PROCESSES (a test keeps them equal; importing the demo here costs time)
         help="processes that train the solver together, sharing its threads (default 2: two one-thread "
         "processes use a 2-core CPU better than one; 1: train in this process)",
     )

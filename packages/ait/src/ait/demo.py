@@ -6,11 +6,11 @@
 4. writes `results.md` (table in the original README's format, timings, throughput), `predictions.png`
    (input | ground truth | prediction | instance overlay) and `metrics.json` into the output folder.
 
-Sized for about 13 minutes on two idle CPU cores. The solver trains in two one-thread processes (one
-process group, gloo): its step is bound by small operations, and two processes keep both cores busy where
-one two-thread process does not (about 1.3x the images per second, `benchmarks/README.md`). Everything is
-seeded, and a rerun with the same number of processes repeats the run; a rerun retrains from scratch (the
-folder's previous checkpoints are replaced).
+Sized for about 15 minutes on two idle CPU cores. The solver trains in two one-thread processes (one
+process group, gloo): its step is bound by small operations, and two processes keep both cores busier than
+one two-thread process does (1.14x the images per second over a whole demo, `benchmarks/README.md`, "Making
+a step cheaper"). Everything is seeded; a rerun retrains from scratch (the folder's previous checkpoints are
+replaced).
 """
 
 from __future__ import annotations
@@ -271,7 +271,10 @@ def _workers(processes: int, threads: int) -> str:
 
 def solver_processes(requested: int, cfg) -> int:
     """How many processes train the solver: `requested`, or 1 where a local process group cannot run (no
-    torch.distributed, or a GPU, which the processes would share). ValueError outside 1..smallest batch."""
+    torch.distributed, or a GPU, which the processes would share). ValueError (ConfigError) outside
+    1..smallest batch, or where the config's micro-batches cannot split over that many processes."""
+    from ait.config.validation import resolve_accumulation
+
     smallest = min(getattr(cfg.data, f"{task}_batch") for task in cfg.model.tasks)
     if not 1 <= requested <= smallest:
         raise ValueError(
@@ -281,6 +284,7 @@ def solver_processes(requested: int, cfg) -> int:
     if requested > 1 and (torch.cuda.is_available() or not torch.distributed.is_available()):
         print("[demo] one solver process: a GPU is present or torch.distributed is missing", flush=True)
         return 1
+    resolve_accumulation(cfg, requested)  # optim.accumulate / data.images_per_gpu: checked before any work
     return requested
 
 
@@ -288,7 +292,7 @@ def _train_solver_process(cfg) -> dict[str, Any]:
     """One rank of the solver's training (run by `run_local_processes`); rank 0's figures are returned."""
     from ait.engine.curriculum import train_with_curriculum
 
-    _, trained = train_with_curriculum(cfg, evaluate=False)
+    _, trained = train_with_curriculum(cfg, evaluate=False, device="cpu")  # processes cannot share a GPU
     return {"checkpoint": str(trained.checkpoint), "images_per_s": trained.images_per_s}
 
 
@@ -378,7 +382,8 @@ def run_demo(
         cfg.num_threads = max(1, (cfg.num_threads or os.cpu_count() or 1) // processes)
     _fresh_demo_folder(Path(cfg.work_dir))  # a rerun retrains from scratch
     print(
-        f"[demo] 3/4 training the joint task-solver ({cfg.name}; {_workers(processes, cfg.num_threads or 1)})",
+        f"[demo] 3/4 training the joint task-solver "
+        f"({cfg.name}; {_workers(processes, cfg.num_threads or torch.get_num_threads())})",
         flush=True,
     )
     solver, images_per_s = train_demo_solver(cfg, processes)

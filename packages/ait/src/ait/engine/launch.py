@@ -1,14 +1,18 @@
 """Run a function in several local processes that form one process group, from inside Python.
 
-`run_local_processes(fn, 2, args)` does what `torchrun --standalone --nproc-per-node 2` does for a script:
-each process gets WORLD_SIZE, RANK, LOCAL_RANK and a free MASTER_ADDR/PORT, so `init_distributed()` joins
-the group as under torchrun. The demo trains its solver this way on a 2-core CPU: two one-thread processes
-are faster than one two-thread process, because the step is bound by small operations that one thread
-cannot spread over two cores (`benchmarks/README.md`, "Making a step cheaper").
+`run_local_processes(fn, 2, args)` starts the processes as `torchrun --standalone --nproc-per-node 2` starts
+a script's: each gets WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE and a free loopback MASTER_ADDR/PORT, so
+`init_distributed()` joins the group as under torchrun. Unlike torchrun it leaves the thread count to `fn`
+(the demo's solver config sets one thread per process). The demo trains its solver this way on a 2-core CPU:
+two one-thread processes are faster than one two-thread process, because the step is bound by small
+operations that one process cannot spread over two cores (`benchmarks/README.md`, "Making a step cheaper").
 
-The first failing process's exception reaches the caller as itself (a `ValueError` stays a `ValueError`, so
-the CLI still prints it on one line); one that cannot be carried across processes becomes a `RuntimeError`
-with its type and message. Every process is stopped when one fails or the caller is interrupted.
+The first process to fail names the cause: its exception reaches the caller as itself (a `ValueError` stays a
+`ValueError`, so the CLI still prints it on one line), with the process's traceback attached as its
+`__cause__`; one that cannot be carried across processes becomes a `RuntimeError` with its type and message.
+A process killed by a signal (out of memory) is reported as torch's `ProcessExitedException`. Every process
+is stopped when one fails or the caller is interrupted. The port is free when chosen; another program could
+take it before the first process binds it, which then fails with an error naming the address.
 """
 
 from __future__ import annotations
@@ -17,16 +21,37 @@ import os
 import pickle
 import socket
 import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch.multiprocessing as mp
-from torch.multiprocessing.spawn import ProcessException
+from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
-__all__ = ["free_port", "run_local_processes"]
+__all__ = ["RemoteTraceback", "free_port", "run_local_processes"]
 
 FIRST_ERROR = "first_error.pkl"
+# what a surrounding torchrun (its elastic agent) leaves in the environment: a child that kept them would
+# look for the agent's store instead of hosting its own
+_AGENT_ENV = (
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_NAME",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+)
+# how long the other processes get to stop on their own once one has failed (they fail on the broken group
+# within a second or two), before they are terminated
+GRACE_PERIOD_S = 10.0
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in another process (its text), attached as `__cause__`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def free_port() -> int:
@@ -36,11 +61,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _report(error: BaseException) -> bytes:
+    """Pickled (exception, traceback text); an exception whose constructor pickle cannot replay goes as text."""
+    if isinstance(error, SystemExit):  # sys.exit() in fn must not end the caller's process silently
+        error = RuntimeError(f"a process called sys.exit({error.code!r})")
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        error = RuntimeError(f"{type(error).__name__}: {error}")
+    return pickle.dumps((error, text))
+
+
+def _claim_first_error(folder: Path, rank: int, payload: bytes) -> None:
+    """Write the report only if no process has claimed it yet (an atomic link: never a half-written file)."""
+    draft = folder / f"error_{rank}.tmp"
+    draft.write_bytes(payload)
+    try:
+        os.link(draft, folder / FIRST_ERROR)
+    except FileExistsError:
+        pass
+
+
 def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple, exchange: str) -> None:
+    for name in [n for n in os.environ if n.startswith("TORCHELASTIC_") or n in _AGENT_ENV]:
+        del os.environ[name]
     os.environ.update(
         WORLD_SIZE=str(world_size),
         RANK=str(rank),
         LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
@@ -50,20 +100,9 @@ def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple, ex
         if rank == 0:
             (folder / "result.pkl").write_bytes(pickle.dumps(result))
     except BaseException as error:
-        try:
-            payload = pickle.dumps(error)
-            pickle.loads(payload)  # an exception whose constructor pickle cannot replay is sent as text
-        except Exception:
-            payload = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
-        # the first process to fail claims the report (before its exit breaks the others' collectives, so
-        # theirs, a closed connection, never replaces the cause)
-        try:
-            claim = os.open(folder / FIRST_ERROR, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(claim, "wb") as report:
-                report.write(payload)
+        # claimed before this process's exit breaks the others' collectives, so theirs (a closed connection)
+        # never replaces the cause
+        _claim_first_error(folder, rank, _report(error))
         raise SystemExit(1) from None
     finally:
         import torch.distributed as dist
@@ -93,13 +132,15 @@ def run_local_processes(fn: Callable[..., Any], processes: int, args: tuple = ()
             start_method="spawn",  # fork would copy the parent's OpenMP thread pool, which can hang
         )
         try:
-            while not context.join():
+            while not context.join(grace_period=GRACE_PERIOD_S):
                 pass
-        except ProcessException:
+        except ProcessException as failure:
             report = Path(exchange) / FIRST_ERROR
-            if report.is_file() and report.stat().st_size:
-                raise pickle.loads(report.read_bytes()) from None
-            raise  # killed without a report (a signal, out of memory): torch's own message says how
+            killed = isinstance(failure, ProcessExitedException) and failure.exit_code < 0
+            if killed or not report.is_file():
+                raise  # killed by a signal, with no chance to report: torch's message names the signal
+            error, text = pickle.loads(report.read_bytes())
+            raise error from RemoteTraceback(text)
         finally:
             for process in context.processes:
                 if process.is_alive():

@@ -14,6 +14,7 @@ everything `--resume` needs to continue bit-for-bit (see `ait.engine.checkpoint`
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -64,6 +65,14 @@ from ait_tokenizer.checkpoint import fault_point
 from ait_tokenizer.locking import RunLock, check_unlocked
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
+
+# DDP without a buffer broadcast before each forward. torch 2.13 renamed the switch: `forward_sync_buffers`
+# (buffers still synced once, when DDP is built) replaces `broadcast_buffers`, which now warns
+NO_PER_STEP_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
 
 # Test hook: SIGKILL this process right after the given optimiser step (the resume test's "crash").
 KILL_AFTER_STEP_ENV = "AIT_KILL_AFTER_STEP"
@@ -287,8 +296,8 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 # the backbone's relative-position buffers are the same on every rank (fixed tables): the
                 # original does not broadcast them each step either (about 145 MB per step for SwinV2-B at
-                # 640); they are synced once, with the parameters, when DDP is built
-                forward_sync_buffers=False,
+                # 640)
+                **NO_PER_STEP_BUFFER_SYNC,
                 # the unused-parameter search walks the graph every step: only when a rank can be without
                 # one task's images (4 NYU images over 8 ranks in joint training) and its head sits out;
                 # a micro-batch counts as a rank here (the last one's backward is the reduction)
