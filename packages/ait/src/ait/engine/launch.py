@@ -18,12 +18,9 @@ take it before the first process binds it, which then fails with an error naming
 from __future__ import annotations
 
 import os
-import pickle
 import socket
-import tempfile
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch.multiprocessing as mp
@@ -31,7 +28,6 @@ from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
 __all__ = ["RemoteTraceback", "free_port", "run_local_processes"]
 
-FIRST_ERROR = "first_error.pkl"
 # what a surrounding torchrun (its elastic agent) leaves in the environment: a child that kept them would
 # look for the agent's store instead of hosting its own
 _AGENT_ENV = (
@@ -45,6 +41,7 @@ _AGENT_ENV = (
 # how long the other processes get to stop on their own once one has failed (they fail on the broken group
 # within a second or two), before they are terminated
 GRACE_PERIOD_S = 10.0
+_TRACEBACK_CHARS = 16_000  # the report stays far below a pipe's buffer: the sender never waits on it
 
 
 class RemoteTraceback(Exception):
@@ -61,29 +58,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _report(error: BaseException) -> bytes:
-    """Pickled (exception, traceback text); an exception whose constructor pickle cannot replay goes as text."""
+def _portable(error: BaseException) -> BaseException:
+    """`error` itself where it can cross to the parent, else a RuntimeError with its type and message."""
+    import copy
+    import pickle
+
     if isinstance(error, SystemExit):  # sys.exit() in fn must not end the caller's process silently
-        error = RuntimeError(f"a process called sys.exit({error.code!r})")
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return RuntimeError(f"a process called sys.exit({error.code!r})")
     try:
-        pickle.loads(pickle.dumps(error))
+        pickle.dumps(error)  # what the pipe sends
+        copy.deepcopy(error)  # what the parent then does with it: class(*args), as unpickling does
     except Exception:
-        error = RuntimeError(f"{type(error).__name__}: {error}")
-    return pickle.dumps((error, text))
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
-def _claim_first_error(folder: Path, rank: int, payload: bytes) -> None:
-    """Write the report only if no process has claimed it yet (an atomic link: never a half-written file)."""
-    draft = folder / f"error_{rank}.tmp"
-    draft.write_bytes(payload)
-    try:
-        os.link(draft, folder / FIRST_ERROR)
-    except FileExistsError:
-        pass
-
-
-def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple, exchange: str) -> None:
+def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple, channel, claimed) -> None:
     for name in [n for n in os.environ if n.startswith("TORCHELASTIC_") or n in _AGENT_ENV]:
         del os.environ[name]
     os.environ.update(
@@ -94,15 +84,19 @@ def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple, ex
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    folder = Path(exchange)
     try:
         result = fn(*args)
         if rank == 0:
-            (folder / "result.pkl").write_bytes(pickle.dumps(result))
+            channel.put(("result", result))
     except BaseException as error:
-        # claimed before this process's exit breaks the others' collectives, so theirs (a closed connection)
-        # never replaces the cause
-        _claim_first_error(folder, rank, _report(error))
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        # the first process to fail reports, before its exit breaks the others' collectives: theirs (a closed
+        # connection) never replaces the cause
+        with claimed.get_lock():
+            first = not claimed.value
+            claimed.value = 1
+        if first:
+            channel.put(("error", (_portable(error), text[-_TRACEBACK_CHARS:])))
         raise SystemExit(1) from None
     finally:
         import torch.distributed as dist
@@ -123,28 +117,32 @@ def run_local_processes(fn: Callable[..., Any], processes: int, args: tuple = ()
             "already inside a process group (WORLD_SIZE is set): start the local processes from a plain "
             "process, not under torchrun"
         )
-    with tempfile.TemporaryDirectory(prefix="ait-processes-") as exchange:
-        context = mp.start_processes(
-            _worker,
-            args=(fn, processes, free_port(), args, exchange),
-            nprocs=processes,
-            join=False,
-            start_method="spawn",  # fork would copy the parent's OpenMP thread pool, which can hang
-        )
-        try:
-            while not context.join(grace_period=GRACE_PERIOD_S):
-                pass
-        except ProcessException as failure:
-            report = Path(exchange) / FIRST_ERROR
-            killed = isinstance(failure, ProcessExitedException) and failure.exit_code < 0
-            if killed or not report.is_file():
-                raise  # killed by a signal, with no chance to report: torch's message names the signal
-            error, text = pickle.loads(report.read_bytes())
-            raise error from RemoteTraceback(text)
-        finally:
-            for process in context.processes:
-                if process.is_alive():
-                    process.terminate()
-            for process in context.processes:
-                process.join()
-        return pickle.loads((Path(exchange) / "result.pkl").read_bytes())
+    spawn = mp.get_context("spawn")  # fork would copy the parent's OpenMP thread pool, which can hang
+    # multiprocessing's own pipe to the parent, the way the function and its arguments reached the processes
+    channel, claimed = spawn.SimpleQueue(), spawn.Value("b", 0)
+    context = mp.start_processes(
+        _worker,
+        args=(fn, processes, free_port(), args, channel, claimed),
+        nprocs=processes,
+        join=False,
+        start_method="spawn",
+    )
+    try:
+        while not context.join(grace_period=GRACE_PERIOD_S):
+            pass
+    except ProcessException as failure:
+        killed = isinstance(failure, ProcessExitedException) and failure.exit_code < 0
+        if killed or channel.empty():
+            raise  # killed by a signal, with no chance to report: torch's message names the signal
+        _, (error, text) = channel.get()
+        raise error from RemoteTraceback(text)
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in context.processes:
+            process.join()
+    if channel.empty():
+        raise RuntimeError("the local processes ended without the first one's result")
+    _, result = channel.get()
+    return result
