@@ -204,6 +204,20 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "padding slots: every free slot a bad box away from the objects (the original: a uniform number of "
         "jittered duplicates whose class target is noise)",
     ),
+    "memory_boxes_area_dw0.2_lr_2e-3": (
+        [*DEMO_RECIPE, "optim.lr=2e-3"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 (demo: 1e-3)",
+    ),
+    "memory_boxes_area_dw0.2_box_class_x2": (
+        [*DEMO_RECIPE, "loss.box_weight=2.0", "loss.class_weight=2.0"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) with each box coordinate and class token "
+        "weighted 2 (demo: 1) against the mask tokens' 0.2, so the young decoder learns where objects are first",
+    ),
+    "memory_boxes_area_dw0.2_no_augment": (
+        [*DEMO_RECIPE, "data.augment=false"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) without training augmentation (no flip, "
+        "photometric jitter, CutDepth or scale jitter; the seeded training crop only)",
+    ),
     "attention_guide_mb_area_dw0.2": (
         [
             *DEMO_RECIPE,
@@ -325,13 +339,11 @@ def run(
         if cfg.optim.ema_decay:
             # the run delivers its weight average; the last step's own weights, from the final checkpoint,
             # are scored too: the same run with and without the average, side by side
-            from ait.engine import load_checkpoint
-
-            raw = load_checkpoint(trained.checkpoint)["model"]
-            averaged = {k: v.clone() for k, v in solver.state_dict().items()}
-            solver.load_state_dict(raw)
-            last_weights = run_figures(evaluate_solver(cfg, solver), trained, eval_s)
-            solver.load_state_dict(averaged)
+            last_weights = run_figures(
+                score_checkpoint_weights(solver, trained.checkpoint, lambda: evaluate_solver(cfg, solver)),
+                trained,
+                eval_s,
+            )
         baseline = mean_depth_baseline(_mean_train_depth(cfg), build_eval_loader(cfg, "depth"), cfg.eval)
     suffix = f"_p{dist_info.world_size}" if dist_info.world_size > 1 else ""
     if suffix:
@@ -357,6 +369,20 @@ def run(
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result), flush=True)
     return result
+
+
+def score_checkpoint_weights(solver, checkpoint: Path, score):
+    """`score()` with the solver holding the weights stored in `checkpoint` (a run's final checkpoint holds its
+    last step's own weights, where the solver may hold their moving average); the solver's weights are put
+    back afterwards, whatever `score` does."""
+    from ait.engine import load_checkpoint
+
+    held = {key: value.clone() for key, value in solver.state_dict().items()}
+    solver.load_state_dict(load_checkpoint(checkpoint)["model"])
+    try:
+        return score()
+    finally:
+        solver.load_state_dict(held)
 
 
 def table(paths: list[Path]) -> str:

@@ -99,3 +99,29 @@ def test_an_instance_only_run_is_a_valid_demo_config_without_depth(extra, tmp_pa
     cfg = create_config("cpu_joint_demo", instance_only.options(2000, 0, tmp_path, extra)).validate()
     assert cfg.model.tasks == ("insseg",) and cfg.data.depth_batch == 0 and cfg.model.depth_tokenizer is None
     assert cfg.optim.max_iters == 2000 and cfg.num_threads == 1
+
+
+def test_the_last_weights_are_scored_from_the_checkpoint_and_the_average_is_put_back(tmp_path):
+    import torch
+
+    from ait.engine.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save
+
+    solver = torch.nn.Linear(3, 2)
+    last = {key: torch.full_like(value, 2.0) for key, value in solver.state_dict().items()}
+    checkpoint = atomic_torch_save(
+        {"format": CHECKPOINT_FORMAT, "model": last, "config": "{}", "step": 7}, tmp_path / "final.pt"
+    )
+    averaged = {key: value.clone() for key, value in solver.state_dict().items()}
+
+    seen = levers.score_checkpoint_weights(solver, checkpoint, lambda: float(solver.weight.detach().sum()))
+    assert seen == 2.0 * solver.weight.numel()
+    for key, value in solver.state_dict().items():
+        assert torch.equal(value, averaged[key])
+
+    def failing_score():
+        raise RuntimeError("evaluation failed")
+
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        levers.score_checkpoint_weights(solver, checkpoint, failing_score)
+    for key, value in solver.state_dict().items():
+        assert torch.equal(value, averaged[key])

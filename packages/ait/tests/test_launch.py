@@ -113,3 +113,58 @@ def test_free_port_is_a_bindable_loopback_port():
     assert 1024 <= port < 65536
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", port))
+
+
+_SLEEPER = """
+import os, pathlib, time
+
+def sleep_forever(folder):
+    pathlib.Path(folder, f"{os.getpid()}.pid").write_text("started")
+    time.sleep(600)
+"""
+_CALLER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import sleeper
+from ait.engine.launch import run_local_processes
+run_local_processes(sleeper.sleep_forever, 2, (sys.argv[1],))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_an_interrupted_caller_leaves_no_process_behind(tmp_path):
+    # Ctrl-C reaches the caller alone here (the hardest case: the processes themselves are not told)
+    import contextlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "sleeper.py").write_text(_SLEEPER)
+    caller = subprocess.Popen(
+        [sys.executable, "-c", _CALLER, str(tmp_path)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("*.pid"))) < 2:
+            assert caller.poll() is None, caller.stderr.read()
+            assert time.monotonic() < deadline, "the processes did not start"
+            time.sleep(0.2)
+        caller.send_signal(signal.SIGINT)
+        # a caller that does not stop its processes waits for them at exit: it times out here
+        _, stderr = caller.communicate(timeout=60)
+        left_behind = [int(path.stem) for path in tmp_path.glob("*.pid") if _alive(int(path.stem))]
+    finally:
+        caller.kill()
+        for path in tmp_path.glob("*.pid"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(path.stem), signal.SIGKILL)
+    assert caller.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert not left_behind
