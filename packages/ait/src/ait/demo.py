@@ -9,8 +9,9 @@
 Sized for about 15 minutes on two idle CPU cores. The solver trains in two one-thread processes (one
 process group, gloo): its step is bound by small operations, and two processes keep both cores busier than
 one two-thread process does (1.14x the images per second over a whole demo, `benchmarks/README.md`, "Making
-a step cheaper"). Everything is seeded; a rerun retrains from scratch (the folder's previous checkpoints are
-replaced).
+a step cheaper"). Everything is seeded: on the same CPU model with the same process and thread counts, a
+rerun prints the same table, figure for figure (measured on fresh clones, in one process and in two). A
+rerun retrains from scratch (the folder's previous checkpoints are replaced).
 """
 
 from __future__ import annotations
