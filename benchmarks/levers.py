@@ -37,7 +37,8 @@ LEVER_BASE = [
     "loss.attention_guide_weight=0",
 ]
 
-# the levers of today's demo on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to them
+# the memory-box recipe on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to it. Today's demo
+# is that recipe at peak lr 2e-3 with box and class tokens weighted 2 (memory_boxes_area_dw0.2_lr_2e-3_box_class_x2)
 DEMO_RECIPE = ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"]
 
 # not a config key: a lever that sets it trains in two chained parts, the second restarting the warm-up and decay
@@ -213,10 +214,25 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) with each box coordinate and class token "
         "weighted 2 (demo: 1) against the mask tokens' 0.2, so the young decoder learns where objects are first",
     ),
+    "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2": (
+        [*DEMO_RECIPE, "optim.lr=2e-3", "loss.box_weight=2.0", "loss.class_weight=2.0"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with each "
+        "box coordinate and class token weighted 2: the two levers above together",
+    ),
     "memory_boxes_area_dw0.2_no_augment": (
         [*DEMO_RECIPE, "data.augment=false"],
         "the demo's recipe (memory boxes, area order, depth loss x 0.2) without training augmentation (no flip, "
         "photometric jitter, CutDepth or scale jitter; the seeded training crop only)",
+    ),
+    "memory_boxes_area_dw0.2_no_scale_jitter": (
+        [*DEMO_RECIPE, "data.scale_range=[1.0,1.0]"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) with the instance images at their own "
+        "scale (demo: scale jitter 0.75-1.25); flips and the depth task's augmentation stay",
+    ),
+    "memory_boxes_area_dw0.2_lr_2e-3_no_scale_jitter": (
+        [*DEMO_RECIPE, "optim.lr=2e-3", "data.scale_range=[1.0,1.0]"],
+        "the demo's recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with the "
+        "instance images at their own scale",
     ),
     "attention_guide_mb_area_dw0.2": (
         [
