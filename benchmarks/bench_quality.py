@@ -231,7 +231,8 @@ def run(quick: bool = False, seed: int = 0) -> list[dict]:
 
 
 def heldout_instance_rows(tmp: Path, steps: int, seed: int) -> list[dict]:
-    """The demo's instance recipe, short and instance-only, scored on the demo's 64 held-out rooms.
+    """The memory-box instance recipe (`instance_only.MEASURED_AT`), short and instance-only, scored on the demo's
+    64 held-out rooms.
 
     The demo's mask tokenizer, then `cpu_joint_demo` on instance images alone (8 a step) for `steps` steps
     with its own schedule. Box AP is tiny at this budget (1.6 % AP50 after 1000 steps, measured), so the

@@ -7,7 +7,7 @@ Trains the demo's two tokenizers once (the `ait demo` recipe; or reuses a demo r
 per step budget, each a complete run with its own schedule (warm-up and decay scaled to the budget, not a
 snapshot of a longer run), evaluates each on the demo's held-out rooms, and writes `frontier.json` and
 `frontier.png` (x: training wall minutes of the solver; lines for predict-the-mean and the tokenizer oracle).
-Seeded: the same command gives the same figures; the minutes are this machine's at the time.
+Seeded: the same command on the same code gives the same figures; the minutes are this machine's at the time.
 """
 
 from __future__ import annotations

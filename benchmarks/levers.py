@@ -27,10 +27,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # every lever runs on top of the demo as it was before the levers were measured (peak lr 1e-3, the depth loss at
-# full weight, objects in random order, no memory boxes; the demo itself now has the levers of the
-# memory_boxes_area_dw0.2 row), so each stored row stays reproducible
+# full weight, objects in random order, no memory boxes, box and class tokens weighted 1; the demo itself now
+# has the levers of the memory_boxes_area_dw0.2_lr_2e-3_box_class_x2 row), so each stored row stays reproducible
 LEVER_BASE = [
     "optim.lr=1e-3",
+    "loss.box_weight=1.0",
+    "loss.class_weight=1.0",
     "loss.depth_task_weight=1.0",
     "model.object_order=random",
     "loss.memory_box_weight=0",
@@ -207,31 +209,31 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     ),
     "memory_boxes_area_dw0.2_lr_2e-3": (
         [*DEMO_RECIPE, "optim.lr=2e-3"],
-        "the demo's recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 (demo: 1e-3)",
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 (that recipe: 1e-3)",
     ),
     "memory_boxes_area_dw0.2_box_class_x2": (
         [*DEMO_RECIPE, "loss.box_weight=2.0", "loss.class_weight=2.0"],
-        "the demo's recipe (memory boxes, area order, depth loss x 0.2) with each box coordinate and class token "
-        "weighted 2 (demo: 1) against the mask tokens' 0.2, so the young decoder learns where objects are first",
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) with each box coordinate and class token "
+        "weighted 2 (that recipe: 1) against the mask tokens' 0.2, so the young decoder learns where objects are first",
     ),
     "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2": (
         [*DEMO_RECIPE, "optim.lr=2e-3", "loss.box_weight=2.0", "loss.class_weight=2.0"],
-        "the demo's recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with each "
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with each "
         "box coordinate and class token weighted 2: the two levers above together",
     ),
     "memory_boxes_area_dw0.2_no_augment": (
         [*DEMO_RECIPE, "data.augment=false"],
-        "the demo's recipe (memory boxes, area order, depth loss x 0.2) without training augmentation (no flip, "
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) without training augmentation (no flip, "
         "photometric jitter, CutDepth or scale jitter; the seeded training crop only)",
     ),
     "memory_boxes_area_dw0.2_no_scale_jitter": (
         [*DEMO_RECIPE, "data.scale_range=[1.0,1.0]"],
-        "the demo's recipe (memory boxes, area order, depth loss x 0.2) with the instance images at their own "
-        "scale (demo: scale jitter 0.75-1.25); flips and the depth task's augmentation stay",
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) with the instance images at their own "
+        "scale (that recipe: scale jitter 0.75-1.25); flips and the depth task's augmentation stay",
     ),
     "memory_boxes_area_dw0.2_lr_2e-3_no_scale_jitter": (
         [*DEMO_RECIPE, "optim.lr=2e-3", "data.scale_range=[1.0,1.0]"],
-        "the demo's recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with the "
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with the "
         "instance images at their own scale",
     ),
     "attention_guide_mb_area_dw0.2": (

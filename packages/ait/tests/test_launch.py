@@ -164,7 +164,8 @@ def test_an_interrupted_caller_leaves_no_process_behind(tmp_path):
     finally:
         caller.kill()
         for path in tmp_path.glob("*.pid"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(path.stem), signal.SIGKILL)
+            if _alive(int(path.stem)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(path.stem), signal.SIGKILL)
     assert caller.returncode != 0 and "KeyboardInterrupt" in stderr
     assert not left_behind

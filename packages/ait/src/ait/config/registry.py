@@ -503,8 +503,9 @@ def _cpu_joint_demo() -> Config:
             synthetic_train_length=2000,
             synthetic_val_length=64,
         ),
-        # peak lr 2e-3: with the memory boxes, better on instances and depth on every seed than 1e-3 (box AP 3.3 %,
-        # 3.3-3.8, against 2.6 %, 2.0-3.1; depth 0.811 m, 0.809-0.828, against 0.834 m, 0.791-0.839). Without them,
+        # peak lr 2e-3: with the memory boxes, higher box and mask AP on every seed than 1e-3 and a lower depth
+        # median (box AP 3.3 %, 3.3-3.8, against 2.6 %, 2.0-3.1; depth 0.811 m, 0.809-0.828, against 0.834 m,
+        # 0.791-0.839). Without them,
         # at depth weight 1.0, 2e-3 had lost a quarter of the depth (benchmarks/README.md, "Instance levers")
         optim=_cpu_optim(max_iters=2000, lr=2e-3),
         eval=EvalConfig(sliding_window=False, flip=True, eigen_crop=False),
