@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import DEMO_KNOBS_BEFORE_TUNING
+
 HERE = Path(__file__).resolve().parent
 
 INSTANCE_ONLY = [
@@ -28,8 +30,8 @@ INSTANCE_ONLY = [
     'model.decoding={"insseg": "autoregressive"}',
 ]
 # the recipe every stored instance-only run and bench_check's held-out instance guard were measured at: the
-# demo's before its peak lr moved to 2e-3 and its box and class tokens to weight 2 (--cfg-options sets those)
-MEASURED_AT = ["optim.lr=1e-3", "loss.box_weight=1.0", "loss.class_weight=1.0"]
+# memory-box recipe with the demo's knobs before tuning (--cfg-options sets them)
+MEASURED_AT = DEMO_KNOBS_BEFORE_TUNING
 
 
 def base_options(steps: int, seed: int) -> list[str]:

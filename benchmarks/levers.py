@@ -24,24 +24,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import DEMO_KNOBS_BEFORE_TUNING
+
 HERE = Path(__file__).resolve().parent
 
-# every lever runs on top of the demo as it was before the levers were measured (peak lr 1e-3, the depth loss at
-# full weight, objects in random order, no memory boxes, box and class tokens weighted 1; the demo itself now
-# has the levers of the memory_boxes_area_dw0.2_lr_2e-3_box_class_x2 row), so each stored row stays reproducible
+# every lever runs on top of the demo as it was before the levers were measured (peak lr 1e-3, box and class
+# tokens weighted 1, scale jitter 0.75-1.25, the depth loss at full weight, objects in random order, no memory
+# boxes; the demo itself now is the DEMO_LEVER row), so each stored row stays reproducible
 LEVER_BASE = [
-    "optim.lr=1e-3",
-    "loss.box_weight=1.0",
-    "loss.class_weight=1.0",
+    *DEMO_KNOBS_BEFORE_TUNING,
     "loss.depth_task_weight=1.0",
     "model.object_order=random",
     "loss.memory_box_weight=0",
     "loss.attention_guide_weight=0",
 ]
 
-# the memory-box recipe on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to it. Today's demo
-# is that recipe at peak lr 2e-3 with box and class tokens weighted 2 (memory_boxes_area_dw0.2_lr_2e-3_box_class_x2)
+# the memory-box recipe on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to it
 DEMO_RECIPE = ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"]
+
+# the row whose options, on top of LEVER_BASE, are today's cpu_joint_demo (a test holds them equal)
+DEMO_LEVER = "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter"
 
 # not a config key: a lever that sets it trains in two chained parts, the second restarting the warm-up and decay
 # (train_with_restart)
@@ -235,6 +237,39 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         [*DEMO_RECIPE, "optim.lr=2e-3", "data.scale_range=[1.0,1.0]"],
         "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3 and with the "
         "instance images at their own scale",
+    ),
+    "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter": (
+        [
+            *DEMO_RECIPE,
+            "optim.lr=2e-3",
+            "loss.box_weight=2.0",
+            "loss.class_weight=2.0",
+            "data.scale_range=[1.0,1.0]",
+        ],
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3, with each box "
+        "coordinate and class token weighted 2, and with the instance images at their own scale",
+    ),
+    "memory_boxes_area_dw0.3_lr_2e-3_box_class_x2_no_scale_jitter": (
+        [
+            *DEMO_RECIPE,
+            "loss.depth_task_weight=0.3",
+            "optim.lr=2e-3",
+            "loss.box_weight=2.0",
+            "loss.class_weight=2.0",
+            "data.scale_range=[1.0,1.0]",
+        ],
+        "the row above with the depth loss x 0.3 instead of 0.2, to win back the depth that the instance images at "
+        "their own scale cost",
+    ),
+    "memory_boxes_area_dw0.2_lr_3e-3_box_class_x2_no_scale_jitter": (
+        [
+            *DEMO_RECIPE,
+            "optim.lr=3e-3",
+            "loss.box_weight=2.0",
+            "loss.class_weight=2.0",
+            "data.scale_range=[1.0,1.0]",
+        ],
+        "the demo's config at peak learning rate 3e-3 (the demo: 2e-3)",
     ),
     "attention_guide_mb_area_dw0.2": (
         [

@@ -30,6 +30,17 @@ def test_every_lever_is_a_valid_demo_config(name, tmp_path):
     assert (cfg.to_json() != baseline.to_json() or restart is not None) == (name != "demo")
 
 
+def test_the_demo_lever_on_top_of_the_base_is_the_demo():
+    from ait.config import create_config
+
+    options, _ = levers.LEVERS[levers.DEMO_LEVER]
+    steps = ["optim.max_iters=2000"]
+    demo = create_config("cpu_joint_demo", steps)
+    assert create_config("cpu_joint_demo", [*levers.LEVER_BASE, *steps, *options]).to_json() == demo.to_json()
+    # and the base alone is not the demo: the pins move what the demo has moved
+    assert create_config("cpu_joint_demo", [*levers.LEVER_BASE, *steps]).to_json() != demo.to_json()
+
+
 def test_stored_runs_render_one_row_per_lever():
     stored = sorted((BENCHMARKS / "levers").glob("*.json"))
     assert stored
