@@ -269,7 +269,20 @@ LEVERS: dict[str, tuple[list[str], str]] = {
             "loss.class_weight=2.0",
             "data.scale_range=[1.0,1.0]",
         ],
-        "the demo's config at peak learning rate 3e-3 (the demo: 2e-3)",
+        "the memory-box recipe at peak learning rate 3e-3 (the demo's config: 2e-3), with each box coordinate and class "
+        "token weighted 2 and the instance images at their own scale",
+    ),
+    "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter_mask_x2": (
+        [
+            *DEMO_RECIPE,
+            "optim.lr=2e-3",
+            "loss.box_weight=2.0",
+            "loss.class_weight=2.0",
+            "data.scale_range=[1.0,1.0]",
+            "loss.mask_weight=0.4",
+        ],
+        "the demo's config (memory boxes, area order, depth loss x 0.2, peak lr 2e-3, box and class tokens x 2, "
+        "instance images at their own scale) with each mask token weighted 0.4 (the demo and the paper: 0.2)",
     ),
     "attention_guide_mb_area_dw0.2": (
         [
