@@ -491,8 +491,9 @@ def _cpu_joint_demo() -> Config:
         # blind to the image longer (benchmarks/instance_probe.py). The memory boxes (a dense loss that has each
         # memory cell name its object's corners) with the area order then gave, over seeds 0, 1, 2, box AP 2.6 %
         # (2.0-3.1) and mask AP 1.7 % (0.8-1.7) against 0.5 % and 0.2 %, at some cost to depth: 0.834 m (0.791-0.839).
-        # Box and class tokens weighted 2 (the paper: 1), with the peak lr below: box AP 3.6 % (2.7-3.9) and depth
-        # 0.796 m (0.766-0.817) over the same seeds; box and class are what the young decoder must get first
+        # Box and class tokens weighted 2 (the paper: 1), with the peak lr below and scale jitter 0.75-1.25: box AP
+        # 3.6 % (2.7-3.9) and depth 0.796 m (0.766-0.817) over the same seeds; box and class are what the young
+        # decoder must get first
         loss=LossConfig(depth_task_weight=0.2, memory_box_weight=0.5, box_weight=2.0, class_weight=2.0),
         # 2000 steps of 8 + 8 images (about 8 minutes on two idle cores): depth RMSE 0.78 m against 1.01 m
         # after 800 steps of 12 + 4 (same tokenizers); instances need every image they can get
@@ -502,7 +503,7 @@ def _cpu_joint_demo() -> Config:
             eval_batch=16,
             synthetic_train_length=2000,
             synthetic_val_length=64,
-            # the instance images at their own scale (the other configs: jitter 0.75-1.25): over seeds 0, 1, 2
+            # the instance images at their own scale (the other CPU configs: jitter 0.75-1.25): over seeds 0, 1, 2
             # box AP 5.8 % (4.6-7.5) and mask AP 2.9 % (2.1-3.0) against 3.6 % and 1.9 %, at some cost to depth,
             # 0.837 m (0.808-0.853) against 0.796 m (0.766-0.817). The depth images keep their augmentation
             scale_range=(1.0, 1.0),
