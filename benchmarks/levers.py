@@ -42,8 +42,12 @@ LEVER_BASE = [
 # the memory-box recipe on top of LEVER_BASE (the memory_boxes_area_dw0.2 row); later rows add to it
 DEMO_RECIPE = ["loss.depth_task_weight=0.2", "loss.memory_box_weight=0.5", "model.object_order=area"]
 
+# the tuning on top of DEMO_RECIPE that later rows share: peak lr 2e-3, box and class tokens weighted 2, the instance
+# images at their own scale
+DEMO_TUNING = ["optim.lr=2e-3", "loss.box_weight=2.0", "loss.class_weight=2.0", "data.scale_range=[1.0,1.0]"]
+
 # the row whose options, on top of LEVER_BASE, are today's cpu_joint_demo (a test holds them equal)
-DEMO_LEVER = "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter"
+DEMO_LEVER = "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter_mask_x2"
 
 # not a config key: a lever that sets it trains in two chained parts, the second restarting the warm-up and decay
 # (train_with_restart)
@@ -241,10 +245,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter": (
         [
             *DEMO_RECIPE,
-            "optim.lr=2e-3",
-            "loss.box_weight=2.0",
-            "loss.class_weight=2.0",
-            "data.scale_range=[1.0,1.0]",
+            *DEMO_TUNING,
         ],
         "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak learning rate 2e-3, with each box "
         "coordinate and class token weighted 2, and with the instance images at their own scale",
@@ -253,10 +254,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         [
             *DEMO_RECIPE,
             "loss.depth_task_weight=0.3",
-            "optim.lr=2e-3",
-            "loss.box_weight=2.0",
-            "loss.class_weight=2.0",
-            "data.scale_range=[1.0,1.0]",
+            *DEMO_TUNING,
         ],
         "the row above with the depth loss x 0.3 instead of 0.2, to win back the depth that the instance images at "
         "their own scale cost",
@@ -275,10 +273,7 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter_mask_x2": (
         [
             *DEMO_RECIPE,
-            "optim.lr=2e-3",
-            "loss.box_weight=2.0",
-            "loss.class_weight=2.0",
-            "data.scale_range=[1.0,1.0]",
+            *DEMO_TUNING,
             "loss.mask_weight=0.4",
         ],
         "the demo's config (memory boxes, area order, depth loss x 0.2, peak lr 2e-3, box and class tokens x 2, "
