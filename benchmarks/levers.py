@@ -276,8 +276,18 @@ LEVERS: dict[str, tuple[list[str], str]] = {
             *DEMO_TUNING,
             "loss.mask_weight=0.4",
         ],
-        "the demo's config (memory boxes, area order, depth loss x 0.2, peak lr 2e-3, box and class tokens x 2, "
-        "instance images at their own scale) with each mask token weighted 0.4 (the demo and the paper: 0.2)",
+        "the memory-box recipe (memory boxes, area order, depth loss x 0.2) at peak lr 2e-3, with box and class tokens "
+        "x 2, the instance images at their own scale, and each mask token weighted 0.4 (the paper: 0.2): the demo's "
+        "config",
+    ),
+    "memory_boxes_area_dw0.2_lr_2e-3_box_class_x2_no_scale_jitter_mask_x4": (
+        [*DEMO_RECIPE, *DEMO_TUNING, "loss.mask_weight=0.8"],
+        "the demo's config with each mask token weighted 0.8 (the demo: 0.4, the paper: 0.2), to see whether the "
+        "mask-token weight's gain goes on",
+    ),
+    "memory_boxes_area_dw0.2_lr_2e-3_box_class_x3_no_scale_jitter_mask_x2": (
+        [*DEMO_RECIPE, *DEMO_TUNING, "loss.mask_weight=0.4", "loss.box_weight=3.0", "loss.class_weight=3.0"],
+        "the demo's config with each box coordinate and class token weighted 3 (the demo: 2, the paper: 1)",
     ),
     "attention_guide_mb_area_dw0.2": (
         [
