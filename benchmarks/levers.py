@@ -29,8 +29,8 @@ from _common import DEMO_KNOBS_BEFORE_TUNING
 HERE = Path(__file__).resolve().parent
 
 # every lever runs on top of the demo as it was before the levers were measured (peak lr 1e-3, box and class
-# tokens weighted 1, scale jitter 0.75-1.25, the depth loss at full weight, objects in random order, no memory
-# boxes; the demo itself now is the DEMO_LEVER row), so each stored row stays reproducible
+# tokens weighted 1, mask tokens 0.2, scale jitter 0.75-1.25, the depth loss at full weight, objects in random
+# order, no memory boxes; the demo itself now is the DEMO_LEVER row), so each stored row stays reproducible
 LEVER_BASE = [
     *DEMO_KNOBS_BEFORE_TUNING,
     "loss.depth_task_weight=1.0",
