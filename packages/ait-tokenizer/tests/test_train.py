@@ -89,6 +89,23 @@ def test_seeded_runs_are_identical_and_seeds_matter(tmp_path):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_channels_last_trains_the_same_tokenizer_in_another_summation_order(tmp_path):
+    cfg = TokenizerTrainConfig(tokenizer="depth-small", max_steps=3, **TINY_DEPTH)
+    nhwc = load_tokenizer(train_tokenizer(cfg, tmp_path / "nhwc")).state_dict()
+    nchw = load_tokenizer(
+        train_tokenizer(dataclasses.replace(cfg, channels_last=False), tmp_path / "nchw")
+    ).state_dict()
+    assert nhwc.keys() == nchw.keys()
+    for name in nhwc:
+        assert nhwc[name].is_contiguous(), name  # the files hold plain NCHW tensors either way
+        torch.testing.assert_close(nhwc[name], nchw[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_a_non_boolean_switch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"channels_last='yes' is invalid, expected true or false"):
+        TokenizerTrainConfig(tokenizer="depth-small", channels_last="yes").validate()
+
+
 def test_mask_tokenizer_trains_on_synthetic_instance_crops_and_validates(tmp_path):
     cfg = TokenizerTrainConfig(
         tokenizer="mask-small",
