@@ -9,7 +9,9 @@ decode as a side-by-side ratio. Eval mode, no autograd, the machine's torch thre
 Training: the demo's depth tokenizer (depth-small with channels 32/64 and 4 px mask patches, batch 16 of
 64x64 maps) takes Adam steps with its weights in NHWC order (`channels_last`, the training default) and in
 NCHW, in round-robin blocks; `train_step_nhwc_vs_nchw` is the NCHW time over the NHWC time (above 1: NHWC
-faster).
+faster). These short blocks understate the layout's effect on a whole run, whose NCHW steps slow down as it
+goes on: `--demo-phase STEPS` trains the demo's depth tokenizer itself (`ait demo`'s config, its data, two
+threads) for STEPS steps in a fresh process per layout, NHWC then NCHW, and prints each run's seconds.
 """
 
 from __future__ import annotations
@@ -146,10 +148,41 @@ def _training_rows(quick: bool) -> list[dict]:
     return rows
 
 
+def _demo_phase(steps: int, channels_last: bool) -> float:
+    """Seconds of the demo's depth-tokenizer training (data, steps, final validation) cut to `steps`."""
+    import dataclasses
+    import tempfile
+
+    from ait.demo import demo_configs
+    from ait_tokenizer.train import train_tokenizer
+
+    depth_cfg, _, _ = demo_configs(tempfile.mkdtemp(prefix="ait_tokenizer_phase_"))
+    cfg = dataclasses.replace(depth_cfg, max_steps=steps, channels_last=channels_last)
+    start = time.perf_counter()
+    train_tokenizer(cfg, tempfile.mkdtemp(prefix="ait_tokenizer_phase_"))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, well under a minute")
+    parser.add_argument(
+        "--demo-phase", type=int, metavar="STEPS", help="the demo's tokenizer phase per layout"
+    )
+    parser.add_argument("--layout", choices=("nhwc", "nchw"), help=argparse.SUPPRESS)  # one --demo-phase run
     args = parser.parse_args()
+    if args.demo_phase and args.layout:
+        print(f"{_demo_phase(args.demo_phase, args.layout == 'nhwc'):.1f}")
+        return
+    if args.demo_phase:
+        import subprocess
+        import sys
+
+        for layout in ("nhwc", "nchw"):  # a fresh process each: the allocator's state is part of the cost
+            command = [sys.executable, __file__, "--demo-phase", str(args.demo_phase), "--layout", layout]
+            seconds = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]
+            print(f"demo depth tokenizer, {args.demo_phase} steps, {layout}: {seconds} s", flush=True)
+        return
     rows = run(quick=args.quick)
     width = max(len(r["benchmark"]) for r in rows)
     print(f"{'benchmark':<{width}}  {'value':>12}  unit     note")

@@ -66,3 +66,33 @@ def test_each_shown_instance_is_labelled_with_its_class_name_and_score(tmp_path,
         tmp_path / "g.png", images, None, None, instances, class_names=["chair", "table", "lamp"]
     )
     assert texts == ["lamp 0.87", "chair 0.45"]
+
+
+def test_a_label_stays_inside_its_panel_when_the_box_starts_at_the_top(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    labels = []
+    original = Axes.text
+
+    def recording(self, x, y, s, *args, **kwargs):
+        labels.append(original(self, x, y, s, *args, **kwargs))
+        return labels[-1]
+
+    monkeypatch.setattr(Axes, "text", recording)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    instances = [
+        {
+            # a tall object from the image's top edge, and one well below it
+            "boxes": torch.tensor([[20.0, 0.0, 44.0, 64.0], [2.0, 40.0, 16.0, 60.0]]),
+            "scores": torch.tensor([0.9, 0.8]),
+            "labels": torch.tensor([0, 1]),
+        }
+    ]
+    save_prediction_grid(tmp_path / "g.png", images, None, None, instances, class_names=["cabinet", "bin"])
+    assert len(labels) == 2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(labels[0].get_figure()).get_renderer()  # the grid's figure is closed
+    for label in labels:
+        text, panel = label.get_window_extent(renderer), label.axes.get_window_extent(renderer)
+        assert panel.y0 - 1 <= text.y0 and text.y1 <= panel.y1 + 1, label.get_text()

@@ -52,6 +52,10 @@ def _depth_panel(ax, depth: np.ndarray, vmin: float, vmax: float, title: str):
     ax.set_title(title, fontsize=8)
 
 
+# a box label's height as a share of its panel's height (fontsize 5 on the grid's panels), with a margin
+LABEL_HEIGHT = 0.1
+
+
 def _overlay_panel(
     ax,
     image: np.ndarray,
@@ -74,13 +78,16 @@ def _overlay_panel(
             overlay[masks[i].astype(bool)] = (*colour[:3], 0.45)
         x1, y1, x2, y2 = boxes[i]
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1))
+        # the label sits on the box's top edge, outside it; where that is the image's top (a tall object),
+        # the panel would clip it away, so it goes just inside the box instead
+        inside = y1 < LABEL_HEIGHT * image.shape[0]
         ax.text(
             x1,
             y1,
             f"{_class_name(instances, i, class_names)} {scores[i]:.2f}",
             fontsize=5,
             color="white",
-            va="bottom",
+            va="top" if inside else "bottom",
             bbox={"facecolor": colour, "alpha": 0.8, "pad": 0.5, "linewidth": 0},
             clip_on=True,
         )
