@@ -196,7 +196,7 @@ def _seeded_global_rng(seed: int):
         random.seed(seed)
         np.random.seed(seed % 2**32)  # noqa: NPY002
         # the CPU generator alone (the transforms run on the CPU): torch.manual_seed also queues a seed for
-        # every accelerator not yet started, formatting a stack trace each time, 2 % of a demo step
+        # every accelerator not yet started, formatting a stack trace each time (about 2 % of a demo step)
         torch.default_generator.manual_seed(seed)
         try:
             yield
