@@ -93,7 +93,7 @@ class TokenizerTrainConfig:
     num_threads: int | None = None  # torch CPU threads (1 is fastest on a crowded machine)
     # convolution weights and activations in NHWC order: the same arithmetic in another summation order, and
     # the demo's depth-tokenizer phase 1.24x faster on an AVX-512 CPU (oneDNN's convolutions and their
-    # gradients are fastest in it; benchmarks/bench_tokenizer.py --demo-phase); False keeps PyTorch's NCHW
+    # gradients are fastest in it; benchmarks/bench_tokenizer.py times the phase); False keeps PyTorch's NCHW
     channels_last: bool = True
     cache_data: bool = True  # render synthetic depth maps once, up front, and keep them in memory
     progress: bool = True
