@@ -6,12 +6,12 @@ Presets depth-small (64x64, its training size) and depth-paper (480x480 in the f
 128x128 in quick mode), and the soft decode (softmax @ codebook + decoder) of depth-small beside its hard
 decode as a side-by-side ratio. Eval mode, no autograd, the machine's torch threads.
 
-Training: the demo's depth tokenizer (depth-small with channels 32/64 and 4 px mask patches, batch 16 of
+Training: the demo's depth tokenizer (`ait.demo.DEMO_DEPTH_TOKENIZER`'s depth-small, batch 16 of
 64x64 maps) takes Adam steps with its weights in NHWC order (`channels_last`, the training default) and in
 NCHW, in round-robin blocks; `train_step_nhwc_vs_nchw` is the NCHW time over the NHWC time (above 1: NHWC
-faster). These short blocks understate the layout's effect on a whole run, whose NCHW steps slow down as it
-goes on: `--demo-phase STEPS` trains the demo's depth tokenizer itself (`ait demo`'s config, its data, two
-threads) for STEPS steps in a fresh process per layout, NHWC then NCHW, and prints each run's seconds.
+faster). These short blocks give less than a whole run does (1.03x to 1.2x, depending on what ran before them,
+against 1.24x over the demo's phase): `--demo-phase STEPS` trains the demo's depth tokenizer itself (`ait
+demo`'s config, its data, two threads) for STEPS steps in a fresh process per layout, NHWC then NCHW, and prints each run's seconds.
 """
 
 from __future__ import annotations
@@ -102,10 +102,12 @@ def _training_rows(quick: bool) -> list[dict]:
     layouts = {"nhwc": torch.channels_last, "nchw": torch.contiguous_format}
     maps = torch.rand(16, 1, 64, 64) * 5 + 0.5
     steps, blocks = (2, 3) if quick else (5, 5)
+    from ait.demo import DEMO_DEPTH_TOKENIZER
+
     models = {}
     for name, layout in layouts.items():
         torch.manual_seed(0)
-        tokenizer = create_tokenizer("depth-small", channels=(32, 64), mask_patch_size=4)
+        tokenizer = create_tokenizer("depth-small", **DEMO_DEPTH_TOKENIZER["tokenizer_overrides"])
         tokenizer = tokenizer.train().to(memory_format=layout)
         models[name] = (tokenizer, torch.optim.Adam(tokenizer.parameters(), lr=1e-3))
 
