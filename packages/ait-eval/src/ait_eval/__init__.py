@@ -1,4 +1,4 @@
-"""ait_eval: depth metrics, COCO bbox/segm/boundary AP and tokenizer reconstruction scores.
+"""ait_eval: depth metrics, COCO bbox/segm/boundary AP, tokenizer reconstruction scores, box fusion.
 
 The core needs numpy only; COCO AP (``evaluate_coco``, ``detections_from_arrays``) needs the ``coco`` extra
 (pycocotools) and is imported on first use. Importing this package never imports torch.
@@ -17,6 +17,7 @@ from ait_eval.depth import (
     eigen_crop_mask,
     valid_mask,
 )
+from ait_eval.fusion import fuse_detections
 from ait_eval.reconstruction import depth_reconstruction_scores, mask_reconstruction_scores
 
 _COCO_NAMES = ("COCO_METRIC_NAMES", "IOU_TYPES", "detections_from_arrays", "evaluate_coco")
@@ -53,6 +54,7 @@ __all__ = [
     "eigen_crop_mask",
     "erode_square",
     "evaluate_coco",
+    "fuse_detections",
     "mask_iou",
     "mask_reconstruction_scores",
     "mask_to_boundary",
