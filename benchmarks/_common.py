@@ -51,7 +51,22 @@ DEMO_KNOBS_BEFORE_TUNING = [
     "loss.class_weight=1.0",
     "data.scale_range=[0.75,1.25]",
     "loss.mask_weight=0.2",
+    # one decode per image, as every stored row was scored (the demo now fuses several: FUSED_DECODING)
+    "eval.instance_samples=1",
+    "eval.instance_flip=false",
 ]
+
+
+def fused_decoding_options() -> list[str]:
+    """The demo's fused instance decoding (cpu_joint_demo's eval), as overrides on top of a single decode."""
+    from ait.config import create_config
+
+    demo_eval = create_config("cpu_joint_demo").eval
+    return [
+        f"eval.instance_samples={demo_eval.instance_samples}",
+        f"eval.instance_flip={str(demo_eval.instance_flip).lower()}",
+        f"eval.instance_fusion_iou={demo_eval.instance_fusion_iou}",
+    ]
 
 
 def run_figures(metrics: dict, trained, eval_s: float) -> dict:

@@ -296,6 +296,9 @@ def test_quick_demo_writes_the_table_figure_and_report(tmp_path):
         assert f"[demo] {phase}:" in run.stdout
     report = (out / "results.md").read_text()
     assert "predictions.png" in report and "images/s" in report
+    assert (
+        "instances from 16 decodes of each room (8 nucleus samples and as many of its mirror image)" in report
+    )
     assert (out / "predictions.png").stat().st_size > 1000
     # the default: the solver in two one-thread processes (this machine has no GPU)
     assert metrics["solver_processes"] == 2 and "2 processes of 1 torch thread" in report

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ait.config.schema import Config, EvalConfig, ModelConfig, TokenizerRef
-from ait.evaluation import evaluate_depth, evaluate_instances, format_results_table, mean_depth_baseline
+from ait.evaluation import (
+    evaluate_depth,
+    evaluate_instances,
+    format_results_table,
+    mean_depth_baseline,
+    predict_instances_fused,
+)
 from ait.model import build_task_solver
 from ait_data import (
     SYNTHETIC_CATEGORIES,
@@ -108,3 +114,118 @@ def test_evaluate_instances_returns_coco_ap():
     }
     with pytest.raises(ValueError, match="label_to_category_id"):
         evaluate_instances(solver, [next(iter(loader))], gt)
+
+
+class BrightColumnSolver(torch.nn.Module):
+    """A stand-in whose one detection per image is the brightest canvas column: the box that column covers in
+    original pixels (4 rows high) with a fixed score, its mask the box. Mirroring must put it back."""
+
+    def __init__(self, score: float = 0.8):
+        super().__init__()
+        self.score = score
+        self.calls: list[int] = []
+
+    def predict_instances(self, images, scale=1.0, orig_size=None, generator=None):
+        self.calls.append(images.shape[0])
+        scales = scale if isinstance(scale, list) else [scale] * images.shape[0]
+        sizes = orig_size if isinstance(orig_size, list) else [orig_size] * images.shape[0]
+        results = []
+        for image, factor, (height, width) in zip(images, scales, sizes, strict=True):
+            column = int(image[0].sum(0).argmax())
+            left, right = column / factor, (column + 1) / factor
+            box = torch.tensor([[left, 0.0, right, 4.0]])
+            mask = torch.zeros(1, height, width, dtype=torch.bool)
+            mask[0, :4, int(left) : int(right)] = True
+            results.append(
+                {
+                    "boxes": box,
+                    "labels": torch.tensor([1]),
+                    "scores": torch.tensor([self.score]),
+                    "masks": mask,
+                }
+            )
+        return results
+
+
+def test_mirrored_decodes_land_back_on_the_same_object_inside_the_real_image_area():
+    # two images on a 16-px canvas: one fills it, one is 8 px wide (padding to the right) at scale 0.5
+    images = torch.zeros(2, 3, 16, 16)
+    images[0, :, :, 3] = 1.0
+    images[1, :, :, 5] = 1.0
+    stub = BrightColumnSolver()
+    fused = predict_instances_fused(
+        stub,
+        images,
+        scale=[1.0, 0.5],
+        orig_size=torch.tensor([[16, 16], [32, 16]]),
+        image_size=torch.tensor([[16, 16], [16, 8]]),
+        samples=3,
+        flip=True,
+    )
+    assert stub.calls == [12]  # every decode of both images in one batch: 2 images x 3 samples x 2 views
+    # the mirrored views' boxes went back to where the unmirrored views put them: one object each, at the
+    # full score (found by all 6 decodes)
+    assert [len(result["scores"]) for result in fused] == [1, 1]
+    torch.testing.assert_close(fused[0]["boxes"], torch.tensor([[3.0, 0.0, 4.0, 4.0]]))
+    torch.testing.assert_close(fused[1]["boxes"], torch.tensor([[10.0, 0.0, 12.0, 4.0]]))
+    for result in fused:
+        torch.testing.assert_close(result["scores"], torch.tensor([0.8]))
+        assert result["masks"].shape[0] == 1
+    assert fused[1]["masks"][0, :4, 10:12].all() and fused[1]["masks"].sum() == 8
+
+
+def test_an_object_only_one_view_finds_keeps_half_its_score():
+    images = torch.zeros(1, 3, 16, 16)
+    images[0, :, :, 2] = 1.0
+    images[0, :, :, 13] = 1.0  # a tie broken towards the first column: the mirror picks the other object
+    fused = predict_instances_fused(BrightColumnSolver(), images, orig_size=(16, 16), samples=1, flip=True)[0]
+    torch.testing.assert_close(fused["scores"], torch.tensor([0.4, 0.4]))
+    assert sorted(fused["boxes"][:, 0].tolist()) == [2.0, 13.0]
+
+
+def test_one_sample_without_flip_is_the_plain_prediction():
+    rooms = SyntheticRooms(length=2, height=SIZE, width=SIZE, seed=2, split="val")
+    batch = collate([InstanceTransform(train=False, canvas=SIZE)(rooms[i]) for i in range(2)])
+    solver = build(tiny_config(("insseg",))).eval()
+    plain = solver.predict_instances(
+        batch["image"],
+        scale=batch["scale"],
+        orig_size=batch["orig_size"],
+        generator=torch.Generator().manual_seed(3),
+    )
+    single = predict_instances_fused(
+        solver,
+        batch["image"],
+        scale=batch["scale"],
+        orig_size=batch["orig_size"],
+        image_size=batch["image_size"],
+        generator=torch.Generator().manual_seed(3),
+    )
+    for a, b in zip(plain, single, strict=True):
+        for key in ("boxes", "labels", "scores", "masks"):
+            torch.testing.assert_close(a[key], b[key])
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        predict_instances_fused(solver, batch["image"], samples=0)
+
+
+def test_evaluate_instances_fuses_the_decodes_the_config_asks_for():
+    rooms = SyntheticRooms(length=2, height=SIZE, width=SIZE, seed=2, split="val")
+    loader = torch.utils.data.DataLoader(
+        Transformed(rooms, InstanceTransform(train=False, canvas=SIZE)), batch_size=2, collate_fn=collate
+    )
+    solver = build(tiny_config(("insseg",)))
+    sizes = []
+    original = solver.predict_instances
+
+    def spy(images, **kwargs):
+        sizes.append(images.shape[0])
+        return original(images, **kwargs)
+
+    solver.predict_instances = spy
+    eval_cfg = EvalConfig(instance_samples=2, instance_flip=True)
+    result = evaluate_instances(
+        solver, loader, to_coco_dict(rooms), eval_cfg, generator=torch.Generator().manual_seed(0)
+    )
+    assert sizes == [8]  # 2 images x 2 samples x 2 views, one batch
+    for iou_type in ("bbox", "segm"):
+        assert 0.0 <= result[iou_type]["AP"] <= 1.0

@@ -406,6 +406,7 @@ class Solver:
         return out
 
     def _predict_instances(self, arrays: list[np.ndarray]) -> list[Instances]:
+        from ait.evaluation import predict_instances_fused
         from ait_data import InstanceTransform
 
         cfg = self.config
@@ -422,11 +423,17 @@ class Solver:
             }
             prepared.append(transform(sample))
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        results = self.model.predict_instances(
+        # as the solver's evaluation decodes (eval.instance_samples / instance_flip, fused; one decode by default)
+        results = predict_instances_fused(
+            self.model,
             torch.stack([p["image"] for p in prepared]).to(self.device),
             scale=[float(p["scale"]) for p in prepared],
             orig_size=[tuple(a.shape[:2]) for a in arrays],
+            image_size=[tuple(p["image_size"]) for p in prepared],
             generator=generator,
+            samples=cfg.eval.instance_samples,
+            flip=cfg.eval.instance_flip,
+            fusion_iou=cfg.eval.instance_fusion_iou,
         )
         return [self._instances(result) for result in results]
 

@@ -172,7 +172,7 @@ def _mean_train_depth(cfg, limit: int = 256) -> float:
 @torch.no_grad()
 def _figure(cfg, solver, path: Path, count: int = 4) -> Path:
     from ait.data import _collate, build_eval_dataset
-    from ait.evaluation import predict_depth_tta
+    from ait.evaluation import predict_depth_tta, predict_instances_fused
     from ait.visualize import save_prediction_grid
 
     depth_set = build_eval_dataset(cfg, "depth")
@@ -190,11 +190,17 @@ def _figure(cfg, solver, path: Path, count: int = 4) -> Path:
         inst_set = build_eval_dataset(cfg, "insseg")
         inst_batch = _collate([inst_set[i] for i in range(count)])
         generator = torch.Generator().manual_seed(cfg.seed)
-        instances = solver.predict_instances(
+        # the instances as the table scores them (the config's decodes, fused)
+        instances = predict_instances_fused(
+            solver,
             inst_batch["image"],
             scale=inst_batch["scale"],
             orig_size=inst_batch["orig_size"],
+            image_size=inst_batch["image_size"],
             generator=generator,
+            samples=cfg.eval.instance_samples,
+            flip=cfg.eval.instance_flip,
+            fusion_iou=cfg.eval.instance_fusion_iou,
         )
     from ait_data.synthetic import CATEGORY_NAMES
 
@@ -231,6 +237,18 @@ def _oracle_sentence(oracle: dict[str, dict]) -> str:
     )
 
 
+def _decodes_sentence(eval_cfg) -> str:
+    """How the report's instances were decoded: one pass, or several fused (the end of a sentence)."""
+    views = 2 if eval_cfg.instance_flip else 1
+    if eval_cfg.instance_samples * views == 1:
+        return "."
+    mirror = " and as many of its mirror image" if views == 2 else ""
+    return (
+        f"; instances from {eval_cfg.instance_samples * views} decodes of each room "
+        f"({eval_cfg.instance_samples} nucleus samples{mirror}), fused by weighted box fusion."
+    )
+
+
 def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
     rmse, base = result.depth.get("rmse", float("nan")), result.baseline.get("rmse", float("nan"))
     lines = [
@@ -241,7 +259,7 @@ def _report(result: DemoResult, cfg, tokenizer_cfgs) -> str:
         f"per step at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}); tokenizers "
         f"`{tokenizer_cfgs[0].tokenizer}` ({tokenizer_cfgs[0].max_steps} steps) and "
         f"`{tokenizer_cfgs[1].tokenizer}` ({tokenizer_cfgs[1].max_steps} steps). Evaluated on "
-        f'{cfg.data.synthetic_val_length} held-out rooms (split "val").',
+        f'{cfg.data.synthetic_val_length} held-out rooms (split "val"){_decodes_sentence(cfg.eval)}',
         "",
         result.table,
         "",

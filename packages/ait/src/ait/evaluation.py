@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ait.config.schema import EvalConfig
-from ait_eval import DepthMetrics, detections_from_arrays, evaluate_coco
+from ait_eval import DepthMetrics, detections_from_arrays, evaluate_coco, fuse_detections
 
 DepthPredictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -216,6 +216,101 @@ def _find_label_map(loader) -> list[int] | None:
     return None
 
 
+def _per_image_scales(scale, count: int) -> list[float]:
+    """One resize factor for all images, or one per image (sequence or tensor) -> a list of count floats."""
+    if isinstance(scale, torch.Tensor):
+        scale = scale.tolist()
+    if isinstance(scale, (int, float)):
+        return [float(scale)] * count
+    return [float(v) for v in scale]
+
+
+def _per_image_sizes(size, count: int) -> list[tuple[int, int] | None]:
+    """None, one (h, w) for all images, or one per image ((B, 2) tensor or sequence) -> a list of count."""
+    if size is None:
+        return [None] * count
+    if isinstance(size, torch.Tensor):
+        size = size.tolist()
+    size = list(size)
+    if len(size) == 2 and all(isinstance(v, (int, float)) for v in size):
+        return [(int(size[0]), int(size[1]))] * count
+    return [(int(h), int(w)) for h, w in size]
+
+
+def mirror_image_area(images: torch.Tensor, image_size=None) -> torch.Tensor:
+    """Each canvas with its real image area (top-left, `image_size` (h, w) per image; default the whole
+    canvas) mirrored left to right, the padding left where it is."""
+    if image_size is None:
+        return images.flip(-1)
+    mirrored = images.clone()
+    for index, (height, width) in enumerate(_per_image_sizes(image_size, images.shape[0])):
+        mirrored[index, :, :height, :width] = images[index, :, :height, :width].flip(-1)
+    return mirrored
+
+
+def predict_instances_fused(
+    solver,
+    images: torch.Tensor,
+    scale=1.0,
+    orig_size=None,
+    image_size=None,
+    generator: torch.Generator | None = None,
+    samples: int = 1,
+    flip: bool = False,
+    fusion_iou: float = 0.55,
+) -> list[dict]:
+    """`solver.predict_instances` over several decodes per image, fused (`ait_eval.fuse_detections`).
+
+    Each image is decoded `samples` times (nucleus sampling draws differ) and, with `flip`, as many times
+    more from its mirror image (its real area, `image_size` (h, w) per image at the canvas's top-left, as
+    the eval transform places it), whose detections are mirrored back. The decodes of an image run as one
+    batch. Returns what `predict_instances` returns, per image: "boxes", "labels", "scores"[, "masks"],
+    best score first; scores are the fused ones (the members' sum over the decodes). One sample without
+    flip is `predict_instances` itself.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, received {samples}")
+    if samples == 1 and not flip:
+        return solver.predict_instances(images, scale=scale, orig_size=orig_size, generator=generator)
+    count = images.shape[0]
+    views = [images, mirror_image_area(images, image_size)] if flip else [images]
+    scales, sizes = _per_image_scales(scale, count), _per_image_sizes(orig_size, count)
+    stacked = torch.cat([view.repeat(samples, 1, 1, 1) for view in views])
+    decodes = len(views) * samples
+    per_decode = solver.predict_instances(
+        stacked,
+        scale=scales * decodes,
+        orig_size=None if orig_size is None else sizes * decodes,
+        generator=generator,
+    )
+    fused = []
+    for index in range(count):
+        parts = [per_decode[d * count + index] for d in range(decodes)]
+        if flip:  # the second half of the decodes saw the mirror image: mirror their detections back
+            width = (
+                float(sizes[index][1])
+                if sizes[index] is not None
+                else images.shape[-1] / float(scales[index])
+            )
+            for d in range(samples, decodes):
+                boxes = parts[d]["boxes"].clone()
+                boxes[:, [0, 2]] = width - parts[d]["boxes"][:, [2, 0]]
+                parts[d] = dict(parts[d], boxes=boxes)
+                if "masks" in parts[d]:
+                    parts[d]["masks"] = parts[d]["masks"].flip(-1)
+        with_masks = "masks" in parts[0]
+        result = fuse_detections(
+            torch.cat([p["boxes"] for p in parts]).numpy(),
+            torch.cat([p["scores"] for p in parts]).numpy(),
+            torch.cat([p["labels"] for p in parts]).numpy(),
+            decodes=decodes,
+            iou_threshold=fusion_iou,
+            masks=torch.cat([p["masks"] for p in parts]).numpy() if with_masks else None,
+        )
+        fused.append({key: torch.from_numpy(value) for key, value in result.items()})
+    return fused
+
+
 def evaluate_instances(
     solver,
     loader: Iterable[dict],
@@ -225,7 +320,9 @@ def evaluate_instances(
     generator: torch.Generator | None = None,
     max_batches: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """COCO AP of `solver.predict_instances` over an instance loader (InstanceTransform(train=False) batches).
+    """COCO AP of `solver.predict_instances` over an instance loader (InstanceTransform(train=False) batches);
+    with `eval_cfg.instance_samples` > 1 or `instance_flip`, of several decodes per image fused
+    (`predict_instances_fused`).
 
     Batches carry "image" (B,3,canvas,canvas), "scale", "orig_size", "image_id". Contiguous labels map back
     to category ids through `label_to_category_id` (default: the loader's dataset's). Returns
@@ -244,11 +341,16 @@ def evaluate_instances(
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
-            results = solver.predict_instances(
+            results = predict_instances_fused(
+                solver,
                 batch["image"].to(device),
                 scale=batch.get("scale", 1.0),
                 orig_size=batch.get("orig_size"),
+                image_size=batch.get("image_size"),
                 generator=generator,
+                samples=eval_cfg.instance_samples,
+                flip=eval_cfg.instance_flip,
+                fusion_iou=eval_cfg.instance_fusion_iou,
             )
             image_ids = batch["image_id"]
             image_ids = image_ids.tolist() if isinstance(image_ids, torch.Tensor) else list(image_ids)

@@ -130,6 +130,13 @@ class EvalConfig:
     clip_max: float | None = None  # BTS-style upper clip (None = the original: no upper clip)
     window_width: int | None = None  # sliding-window width; None = the width of data.crop_size
     score_threshold: float = 0.0  # instance detections below this score are not submitted to COCO eval
+    # instance decodes fused per image (ait.evaluation.predict_instances_fused, ait_eval.fuse_detections):
+    # nucleus samples of the image, and as many of its mirror image with instance_flip. 1 and False: the
+    # original's single pass. Several decodes find objects a single one misses; weighted box fusion keeps
+    # what they agree on, within each class at IoU > instance_fusion_iou
+    instance_samples: int = 1
+    instance_flip: bool = False
+    instance_fusion_iou: float = 0.55
 
 
 @dataclass

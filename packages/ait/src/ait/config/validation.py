@@ -327,6 +327,14 @@ def validate_config(cfg: Config) -> None:
         (e.min_depth, e.max_depth),
     )
     _check(e.clip_max is None or e.clip_max > 0, "eval.clip_max", "None or > 0", e.clip_max)
+    _check(
+        _is_int(e.instance_samples) and e.instance_samples >= 1,
+        "eval.instance_samples",
+        "an integer >= 1 (1 = one decode)",
+        e.instance_samples,
+    )
+    _check(isinstance(e.instance_flip, bool), "eval.instance_flip", "true or false", e.instance_flip)
+    _check(0.0 < e.instance_fusion_iou < 1.0, "eval.instance_fusion_iou", "in (0, 1)", e.instance_fusion_iou)
 
     # run
     _check(cfg.log_interval >= 1, "log_interval", ">= 1", cfg.log_interval)
