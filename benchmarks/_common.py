@@ -51,14 +51,15 @@ DEMO_KNOBS_BEFORE_TUNING = [
     "loss.class_weight=1.0",
     "data.scale_range=[0.75,1.25]",
     "loss.mask_weight=0.2",
-    # one decode per image, as every stored row was scored (the demo now fuses several: FUSED_DECODING)
-    "eval.instance_samples=1",
-    "eval.instance_flip=false",
 ]
+
+# one decode per image, the original's: how every lever row, frontier point and instance-only run is scored
+# (the demo's config now fuses several; `fused_decoding_options`)
+ONE_DECODE = ["eval.instance_samples=1", "eval.instance_flip=false"]
 
 
 def fused_decoding_options() -> list[str]:
-    """The demo's fused instance decoding (cpu_joint_demo's eval), as overrides on top of a single decode."""
+    """The demo's fused instance decoding (cpu_joint_demo's eval), as overrides on top of ONE_DECODE."""
     from ait.config import create_config
 
     demo_eval = create_config("cpu_joint_demo").eval

@@ -7,7 +7,8 @@ Trains the demo's two tokenizers once (the `ait demo` recipe; or reuses a demo r
 per step budget, each a complete run with its own schedule (warm-up and decay scaled to the budget, not a
 snapshot of a longer run), evaluates each on the demo's held-out rooms, and writes `frontier.json` and
 `frontier.png` (x: training wall minutes of the solver; lines for predict-the-mean and the tokenizer oracle).
-Seeded: the same command on the same code gives the same figures; the minutes are this machine's at the time.
+Instances are scored from one decode per room, as every stored point was (the demo fuses 16; pass
+`--cfg-options eval.instance_samples=8 eval.instance_flip=true` for its figures). Seeded: the same command on the same code gives the same figures; the minutes are this machine's at the time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 def run(steps: list[int], out: Path, cfg_options: list[str], tokenizers: Path | None = None) -> dict:
     import torch
-    from _common import run_figures
+    from _common import ONE_DECODE, run_figures
 
     from ait.data import build_eval_loader
     from ait.demo import _mean_train_depth, demo_configs, tokenizer_oracle
@@ -36,7 +37,7 @@ def run(steps: list[int], out: Path, cfg_options: list[str], tokenizers: Path | 
     points = []
     with tempfile.TemporaryDirectory(prefix="ait_frontier_") as tmp:
         tmp = Path(tmp)
-        depth_cfg, mask_cfg, solver_cfg = demo_configs(tmp, cfg_options=cfg_options)
+        depth_cfg, mask_cfg, solver_cfg = demo_configs(tmp, cfg_options=[*ONE_DECODE, *cfg_options])
         start = time.perf_counter()
         if tokenizers is not None:  # a demo run's trained tokenizers (`ait demo --out DIR`: DIR/tokenizers)
             depth_ckpt, mask_ckpt = (

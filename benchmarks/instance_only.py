@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import DEMO_KNOBS_BEFORE_TUNING
+from _common import DEMO_KNOBS_BEFORE_TUNING, ONE_DECODE
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,6 +39,7 @@ def base_options(steps: int, seed: int) -> list[str]:
     return [
         *INSTANCE_ONLY,
         *MEASURED_AT,
+        *ONE_DECODE,
         f"optim.max_iters={steps}",
         f"optim.warmup_iters={max(1, steps // 20)}",
         "checkpoint_interval=0",

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DEMO_KNOBS_BEFORE_TUNING, fused_decoding_options
+from _common import DEMO_KNOBS_BEFORE_TUNING, ONE_DECODE, fused_decoding_options
 
 HERE = Path(__file__).resolve().parent
 
@@ -363,11 +363,11 @@ def run(
     from _common import run_figures
 
     from ait.config import apply_overrides
-    from ait.data import build_eval_loader
+    from ait.data import build_eval_loader, coco_ground_truth
     from ait.demo import _mean_train_depth, demo_configs
     from ait.engine import cleanup_distributed, evaluate_solver, init_distributed
     from ait.engine.curriculum import train_with_curriculum
-    from ait.evaluation import mean_depth_baseline
+    from ait.evaluation import evaluate_instances, mean_depth_baseline
 
     options, note = LEVERS[lever]
     if any("{pretrained}" in option for option in options):
@@ -398,6 +398,7 @@ def run(
             f"seed={seed}",
             "progress=False",
             f"work_dir={Path(tmp) / 'solver'}",
+            *ONE_DECODE,  # every row is scored as the stored ones were; the demo's fused figures come beside
         ]
         resolved = resolve_options(options, steps)
         config_options, restart = split_restart(resolved)
@@ -418,9 +419,17 @@ def run(
         start = time.perf_counter()
         metrics = evaluate_solver(cfg, solver)
         eval_s = time.perf_counter() - start
-        # the same solver scored as the demo scores it: several decodes per image, fused
-        fused_cfg = apply_overrides(copy.deepcopy(cfg), fused_decoding_options()).validate()
-        fused = evaluate_solver(fused_cfg, solver).get("insseg", {})
+        # the same solver's instances scored as the demo scores them: several decodes per image, fused
+        fused = {}
+        if "insseg" in cfg.model.tasks:
+            fused_cfg = apply_overrides(copy.deepcopy(cfg), fused_decoding_options()).validate()
+            fused = evaluate_instances(
+                solver,
+                build_eval_loader(fused_cfg, "insseg"),
+                coco_ground_truth(fused_cfg),
+                fused_cfg.eval,
+                generator=torch.Generator().manual_seed(fused_cfg.seed),
+            )
         last_weights = None
         if cfg.optim.ema_decay:
             # the run delivers its weight average; the last step's own weights, from the final checkpoint,

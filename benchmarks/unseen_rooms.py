@@ -6,7 +6,8 @@ The demo's held-out rooms (generator seed 0, split "val") are the rooms every re
 so its figures there may flatter it. This scores the same solver, unchanged, on the held-out split of other
 generator seeds (rooms drawn afresh, nothing in common with the training or held-out rooms but the
 generator), next to its own seed, with the same predict-the-mean constant (the mean depth of the run's own
-training rooms). Plain numbers per seed, and the spread of the unseen seeds against the run's own.
+training rooms), and with the run's own evaluation settings (a demo run's: 16 instance decodes fused). Plain
+numbers per seed, and the spread of the unseen seeds against the run's own.
 """
 
 from __future__ import annotations

@@ -240,6 +240,7 @@ def test_unknown_keys_name_the_nearest_valid_keys(option, expected_in_message):
             r"eval.instance_samples: expected an integer >= 1 \(1 = one decode\), got 0",
         ),
         ("eval.instance_fusion_iou=1.5", r"eval.instance_fusion_iou: expected in \(0, 1\), got 1.5"),
+        ("eval.instance_flip=2", r"eval.instance_flip: expected bool \(true/false\), got 2"),
     ],
 )
 def test_wrong_values_are_clear_errors(option, message):

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +27,7 @@ from ait_data import (
     collate,
     to_coco_dict,
 )
+from ait_eval import fuse_detections
 
 SIZE = 64  # the smallest synthetic room
 
@@ -129,6 +131,10 @@ class BrightColumnSolver(torch.nn.Module):
         self.calls.append(images.shape[0])
         scales = scale if isinstance(scale, list) else [scale] * images.shape[0]
         sizes = orig_size if isinstance(orig_size, list) else [orig_size] * images.shape[0]
+        canvas = images.shape[-1]
+        sizes = [
+            size or (round(canvas / f), round(canvas / f)) for size, f in zip(sizes, scales, strict=True)
+        ]
         results = []
         for image, factor, (height, width) in zip(images, scales, sizes, strict=True):
             column = int(image[0].sum(0).argmax())
@@ -147,8 +153,10 @@ class BrightColumnSolver(torch.nn.Module):
         return results
 
 
-def test_mirrored_decodes_land_back_on_the_same_object_inside_the_real_image_area():
-    # two images on a 16-px canvas: one fills it, one is 8 px wide (padding to the right) at scale 0.5
+@pytest.mark.parametrize("given", ["both", "orig_size", "image_size"])
+def test_mirrored_decodes_land_back_on_the_same_object_inside_the_real_image_area(given):
+    # two images on a 16-px canvas: one fills it, one is 8 px wide (padding to the right) at scale 0.5; the
+    # real area comes from image_size, or from orig_size x scale
     images = torch.zeros(2, 3, 16, 16)
     images[0, :, :, 3] = 1.0
     images[1, :, :, 5] = 1.0
@@ -157,8 +165,8 @@ def test_mirrored_decodes_land_back_on_the_same_object_inside_the_real_image_are
         stub,
         images,
         scale=[1.0, 0.5],
-        orig_size=torch.tensor([[16, 16], [32, 16]]),
-        image_size=torch.tensor([[16, 16], [16, 8]]),
+        orig_size=torch.tensor([[16, 16], [32, 16]]) if given != "image_size" else None,
+        image_size=torch.tensor([[16, 16], [16, 8]]) if given != "orig_size" else None,
         samples=3,
         flip=True,
     )
@@ -183,29 +191,42 @@ def test_an_object_only_one_view_finds_keeps_half_its_score():
     assert sorted(fused["boxes"][:, 0].tolist()) == [2.0, 13.0]
 
 
-def test_one_sample_without_flip_is_the_plain_prediction():
+def test_the_samples_of_a_real_solver_are_its_own_decodes_fused_in_batch_order():
     rooms = SyntheticRooms(length=2, height=SIZE, width=SIZE, seed=2, split="val")
     batch = collate([InstanceTransform(train=False, canvas=SIZE)(rooms[i]) for i in range(2)])
     solver = build(tiny_config(("insseg",))).eval()
-    plain = solver.predict_instances(
-        batch["image"],
-        scale=batch["scale"],
-        orig_size=batch["orig_size"],
+    # what the fusion must see: both images decoded twice in one batch (sample 0 of both, then sample 1)
+    decodes = solver.predict_instances(
+        torch.cat([batch["image"], batch["image"]]),
+        scale=batch["scale"].tolist() * 2,
+        orig_size=batch["orig_size"].tolist() * 2,
         generator=torch.Generator().manual_seed(3),
     )
-    single = predict_instances_fused(
+    fused = predict_instances_fused(
         solver,
         batch["image"],
         scale=batch["scale"],
         orig_size=batch["orig_size"],
         image_size=batch["image_size"],
         generator=torch.Generator().manual_seed(3),
+        samples=2,
     )
-    for a, b in zip(plain, single, strict=True):
-        for key in ("boxes", "labels", "scores", "masks"):
-            torch.testing.assert_close(a[key], b[key])
+    for index, result in enumerate(fused):
+        parts = [decodes[index], decodes[2 + index]]
+        expected = fuse_detections(
+            torch.cat([p["boxes"] for p in parts]).numpy(),
+            torch.cat([p["scores"] for p in parts]).numpy(),
+            torch.cat([p["labels"] for p in parts]).numpy(),
+            np.repeat([0, 1], [len(p["scores"]) for p in parts]),
+            decodes=2,
+            masks=torch.cat([p["masks"] for p in parts]).numpy(),
+        )
+        for key in ("boxes", "scores", "labels", "masks"):
+            np.testing.assert_array_equal(result[key].numpy(), expected[key])
     with pytest.raises(ValueError, match="samples must be at least 1"):
         predict_instances_fused(solver, batch["image"], samples=0)
+    with pytest.raises(ValueError, match=r"scale must be one value or one per image \(2\), received 3"):
+        predict_instances_fused(solver, batch["image"], scale=[1.0, 1.0, 1.0], samples=2)
 
 
 def test_evaluate_instances_fuses_the_decodes_the_config_asks_for():

@@ -2,10 +2,11 @@
 
 A sequence model samples one set of objects per decode; several decodes of the same image (nucleus samples,
 the mirrored image) each find some objects and miss others. Fusion keeps what they agree on: within each
-class, detections are visited best score first and join the first fused box they overlap by more than
-`iou_threshold`, else start one. A fused box is the score-weighted mean of its members, its mask the
-score-weighted vote of theirs, and its score the sum of its members' scores over the number of decodes, so
-an object found by every decode keeps its score and one found by a single decode is ranked below it.
+class, detections are visited best score first and join the fused box they overlap most if that overlap is
+above `iou_threshold`, else start one. A fused box is the score-weighted mean of its members, its mask the
+score-weighted vote of theirs, and its score the sum over the decodes of each decode's best member score,
+divided by the number of decodes: an object found by every decode keeps its score, one found by a single
+decode is ranked below it, and a decode that names one object twice counts once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def fuse_detections(
     boxes: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
+    decode_ids: np.ndarray,
     decodes: int,
     iou_threshold: float = 0.55,
     masks: np.ndarray | None = None,
@@ -37,28 +39,36 @@ def fuse_detections(
     """All decodes' detections of one image, concatenated -> the fused set, best score first.
 
     boxes (N, 4) xyxy, scores (N,) in [0, 1], labels (N,) int (negative labels are dropped: no object),
-    decodes: how many decodes the N detections came from (>= 1), masks optional bool (N, H, W). Returns
-    {"boxes" float32 (M, 4), "scores" float32 (M,), "labels" int64 (M,)[, "masks" bool (M, H, W)]}.
+    decode_ids (N,) int: the decode each detection came from, in [0, decodes); decodes: how many decodes
+    there were (>= 1; a decode may have found nothing); masks optional bool (N, H, W). Returns
+    {"boxes" float32 (M, 4), "scores" float32 (M,) in [0, 1], "labels" int64 (M,)[, "masks" bool (M, H, W)]}.
     One decode fused alone gives its own detections back (each its own cluster unless two of the same
     class overlap by more than the threshold).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
+    decode_ids = np.asarray(decode_ids).reshape(-1)
     count = len(boxes)
-    if len(scores) != count or len(labels) != count:
+    if len(scores) != count or len(labels) != count or len(decode_ids) != count:
         raise ValueError(
-            f"boxes, scores and labels must have one row per detection, received {count}, {len(scores)}, "
-            f"{len(labels)}"
+            "boxes, scores, labels and decode_ids must have one row per detection, received "
+            f"{count}, {len(scores)}, {len(labels)}, {len(decode_ids)}"
         )
     if masks is not None and (masks.ndim != 3 or len(masks) != count):
         raise ValueError(f"masks must be (N, H, W) with N = {count}, received {tuple(masks.shape)}")
     if int(decodes) < 1:
         raise ValueError(f"decodes must be at least 1, received {decodes}")
+    if count and (
+        not np.issubdtype(decode_ids.dtype, np.integer) or decode_ids.min() < 0 or decode_ids.max() >= decodes
+    ):
+        raise ValueError(f"decode_ids must be integers in [0, {decodes}), received {decode_ids.tolist()}")
     if not 0.0 < iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must lie in (0, 1), received {iou_threshold}")
     if count and not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise ValueError("boxes and scores must be finite")
+    if count and (scores.min() < 0 or scores.max() > 1):
+        raise ValueError(f"scores must lie in [0, 1], received values in [{scores.min()}, {scores.max()}]")
 
     fused_boxes, fused_scores, fused_labels, fused_masks = [], [], [], []
     for label in np.unique(labels[labels >= 0]):
@@ -79,8 +89,11 @@ def fuse_detections(
         for cluster, centre in zip(clusters, centres, strict=True):
             weights = scores[cluster]
             fused_boxes.append(centre)
-            # a decode that found one object twice may push the sum past the decodes: a score stays <= 1
-            fused_scores.append(min(weights.sum() / decodes, 1.0))
+            best_per_decode = {}
+            for member in cluster:
+                source = int(decode_ids[member])
+                best_per_decode[source] = max(best_per_decode.get(source, 0.0), scores[member])
+            fused_scores.append(sum(best_per_decode.values()) / decodes)
             fused_labels.append(label)
             if masks is not None:
                 fused_masks.append(_weighted_vote(masks[cluster], weights))

@@ -222,7 +222,10 @@ def _per_image_scales(scale, count: int) -> list[float]:
         scale = scale.tolist()
     if isinstance(scale, (int, float)):
         return [float(scale)] * count
-    return [float(v) for v in scale]
+    scales = [float(v) for v in scale]
+    if len(scales) != count:
+        raise ValueError(f"scale must be one value or one per image ({count}), received {len(scales)}")
+    return scales
 
 
 def _per_image_sizes(size, count: int) -> list[tuple[int, int] | None]:
@@ -234,16 +237,34 @@ def _per_image_sizes(size, count: int) -> list[tuple[int, int] | None]:
     size = list(size)
     if len(size) == 2 and all(isinstance(v, (int, float)) for v in size):
         return [(int(size[0]), int(size[1]))] * count
-    return [(int(h), int(w)) for h, w in size]
+    sizes = [(int(h), int(w)) for h, w in size]
+    if len(sizes) != count:
+        raise ValueError(f"sizes must be one (h, w) or one per image ({count}), received {len(sizes)}")
+    return sizes
 
 
-def mirror_image_area(images: torch.Tensor, image_size=None) -> torch.Tensor:
-    """Each canvas with its real image area (top-left, `image_size` (h, w) per image; default the whole
-    canvas) mirrored left to right, the padding left where it is."""
-    if image_size is None:
-        return images.flip(-1)
+def _image_areas(
+    canvas: tuple[int, int], count: int, scales, orig_sizes, image_size
+) -> list[tuple[int, int]]:
+    """Each image's real area (h, w) on the canvas (top-left): `image_size` where given, else the original
+    size times the scale as the eval transform rounds it, else the whole canvas."""
+    if image_size is not None:
+        return _per_image_sizes(image_size, count)
+    areas = []
+    for factor, size in zip(scales, orig_sizes, strict=True):
+        if size is None:
+            areas.append(canvas)
+        else:
+            height, width = (max(1, round(side * factor)) for side in size)
+            areas.append((min(height, canvas[0]), min(width, canvas[1])))
+    return areas
+
+
+def mirror_image_area(images: torch.Tensor, areas: list[tuple[int, int]]) -> torch.Tensor:
+    """Each canvas with its real image area (top-left, (h, w) per image) mirrored left to right, the padding
+    left where it is."""
     mirrored = images.clone()
-    for index, (height, width) in enumerate(_per_image_sizes(image_size, images.shape[0])):
+    for index, (height, width) in enumerate(areas):
         mirrored[index, :, :height, :width] = images[index, :, :height, :width].flip(-1)
     return mirrored
 
@@ -262,19 +283,21 @@ def predict_instances_fused(
     """`solver.predict_instances` over several decodes per image, fused (`ait_eval.fuse_detections`).
 
     Each image is decoded `samples` times (nucleus sampling draws differ) and, with `flip`, as many times
-    more from its mirror image (its real area, `image_size` (h, w) per image at the canvas's top-left, as
-    the eval transform places it), whose detections are mirrored back. The decodes of an image run as one
-    batch. Returns what `predict_instances` returns, per image: "boxes", "labels", "scores"[, "masks"],
-    best score first; scores are the fused ones (the members' sum over the decodes). One sample without
-    flip is `predict_instances` itself.
+    more from its mirror image, whose detections are mirrored back. The mirror flips the real image area
+    only, which the eval transform places at the canvas's top-left: `image_size` (h, w) per image in canvas
+    pixels where given, else `orig_size` times `scale`, else the whole canvas. All decodes run as one batch.
+    Returns what `predict_instances` returns, per image: "boxes", "labels", "scores"[, "masks"], best score
+    first, the scores fused (each decode's best member, summed, over the decodes). One sample without flip
+    is `predict_instances` itself. Every decode's masks are held at once (decodes x objects x H x W).
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, received {samples}")
     if samples == 1 and not flip:
         return solver.predict_instances(images, scale=scale, orig_size=orig_size, generator=generator)
     count = images.shape[0]
-    views = [images, mirror_image_area(images, image_size)] if flip else [images]
     scales, sizes = _per_image_scales(scale, count), _per_image_sizes(orig_size, count)
+    areas = _image_areas(tuple(images.shape[-2:]), count, scales, sizes, image_size)
+    views = [images, mirror_image_area(images, areas)] if flip else [images]
     stacked = torch.cat([view.repeat(samples, 1, 1, 1) for view in views])
     decodes = len(views) * samples
     per_decode = solver.predict_instances(
@@ -287,25 +310,29 @@ def predict_instances_fused(
     for index in range(count):
         parts = [per_decode[d * count + index] for d in range(decodes)]
         if flip:  # the second half of the decodes saw the mirror image: mirror their detections back
-            width = (
-                float(sizes[index][1])
-                if sizes[index] is not None
-                else images.shape[-1] / float(scales[index])
-            )
+            # the mirror axis is the real area's, in original pixels; the head clipped boxes to this width
+            axis = areas[index][1] / scales[index]
+            width = sizes[index][1] if sizes[index] is not None else images.shape[-1] / scales[index]
             for d in range(samples, decodes):
                 boxes = parts[d]["boxes"].clone()
-                boxes[:, [0, 2]] = width - parts[d]["boxes"][:, [2, 0]]
+                boxes[:, [0, 2]] = (axis - parts[d]["boxes"][:, [2, 0]]).clamp(0, width)
                 parts[d] = dict(parts[d], boxes=boxes)
                 if "masks" in parts[d]:
-                    parts[d]["masks"] = parts[d]["masks"].flip(-1)
+                    masks = parts[d]["masks"].clone()
+                    real = min(round(axis), masks.shape[-1])
+                    masks[..., :real] = parts[d]["masks"][..., :real].flip(-1)
+                    parts[d]["masks"] = masks
         with_masks = "masks" in parts[0]
         result = fuse_detections(
-            torch.cat([p["boxes"] for p in parts]).numpy(),
-            torch.cat([p["scores"] for p in parts]).numpy(),
-            torch.cat([p["labels"] for p in parts]).numpy(),
+            torch.cat([p["boxes"] for p in parts]).cpu().numpy(),
+            torch.cat([p["scores"] for p in parts]).float().cpu().numpy(),
+            torch.cat([p["labels"] for p in parts]).cpu().numpy(),
+            decode_ids=torch.cat(
+                [torch.full((len(p["scores"]),), d, dtype=torch.long) for d, p in enumerate(parts)]
+            ).numpy(),
             decodes=decodes,
             iou_threshold=fusion_iou,
-            masks=torch.cat([p["masks"] for p in parts]).numpy() if with_masks else None,
+            masks=torch.cat([p["masks"] for p in parts]).cpu().numpy() if with_masks else None,
         )
         fused.append({key: torch.from_numpy(value) for key, value in result.items()})
     return fused
