@@ -518,7 +518,7 @@ def _cpu_joint_demo() -> Config:
         # (benchmarks/README.md, "Instance levers")
         optim=_cpu_optim(max_iters=2000, lr=2e-3),
         # instances from 16 decodes per room (8 nucleus samples of the room and 8 of its mirror image), fused
-        # by weighted box fusion: over seeds 0, 1, 2 box AP 10.7 % (10.6-11.2) and mask AP 5.7 % (5.0-6.6)
+        # by weighted box fusion: over seeds 0, 1, 2 box AP 10.5 % (10.5-11.1) and mask AP 5.6 % (5.0-6.7)
         # against 7.0 % and 3.8 % from one decode of the same weights (benchmarks/README.md, "Fused instance
         # decoding")
         eval=EvalConfig(
