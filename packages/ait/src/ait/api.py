@@ -406,7 +406,7 @@ class Solver:
         return out
 
     def _predict_instances(self, arrays: list[np.ndarray]) -> list[Instances]:
-        from ait.evaluation import predict_instances_fused
+        from ait.evaluation import instance_decoding, predict_instances_fused
         from ait_data import InstanceTransform
 
         cfg = self.config
@@ -431,9 +431,7 @@ class Solver:
             orig_size=[tuple(a.shape[:2]) for a in arrays],
             image_size=[tuple(p["image_size"]) for p in prepared],
             generator=generator,
-            samples=cfg.eval.instance_samples,
-            flip=cfg.eval.instance_flip,
-            fusion_iou=cfg.eval.instance_fusion_iou,
+            **instance_decoding(cfg.eval),
         )
         return [self._instances(result) for result in results]
 

@@ -172,7 +172,7 @@ def _mean_train_depth(cfg, limit: int = 256) -> float:
 @torch.no_grad()
 def _figure(cfg, solver, path: Path, count: int = 4) -> Path:
     from ait.data import _collate, build_eval_dataset
-    from ait.evaluation import predict_depth_tta, predict_instances_fused
+    from ait.evaluation import instance_decoding, predict_depth_tta, predict_instances_fused
     from ait.visualize import save_prediction_grid
 
     depth_set = build_eval_dataset(cfg, "depth")
@@ -198,9 +198,7 @@ def _figure(cfg, solver, path: Path, count: int = 4) -> Path:
             orig_size=inst_batch["orig_size"],
             image_size=inst_batch["image_size"],
             generator=generator,
-            samples=cfg.eval.instance_samples,
-            flip=cfg.eval.instance_flip,
-            fusion_iou=cfg.eval.instance_fusion_iou,
+            **instance_decoding(cfg.eval),
         )
     from ait_data.synthetic import CATEGORY_NAMES
 

@@ -216,40 +216,15 @@ def _find_label_map(loader) -> list[int] | None:
     return None
 
 
-def _per_image_scales(scale, count: int) -> list[float]:
-    """One resize factor for all images, or one per image (sequence or tensor) -> a list of count floats."""
-    if isinstance(scale, torch.Tensor):
-        scale = scale.tolist()
-    if isinstance(scale, (int, float)):
-        return [float(scale)] * count
-    scales = [float(v) for v in scale]
-    if len(scales) != count:
-        raise ValueError(f"scale must be one value or one per image ({count}), received {len(scales)}")
-    return scales
-
-
-def _per_image_sizes(size, count: int) -> list[tuple[int, int] | None]:
-    """None, one (h, w) for all images, or one per image ((B, 2) tensor or sequence) -> a list of count."""
-    if size is None:
-        return [None] * count
-    if isinstance(size, torch.Tensor):
-        size = size.tolist()
-    size = list(size)
-    if len(size) == 2 and all(isinstance(v, (int, float)) for v in size):
-        return [(int(size[0]), int(size[1]))] * count
-    sizes = [(int(h), int(w)) for h, w in size]
-    if len(sizes) != count:
-        raise ValueError(f"sizes must be one (h, w) or one per image ({count}), received {len(sizes)}")
-    return sizes
-
-
 def _image_areas(
     canvas: tuple[int, int], count: int, scales, orig_sizes, image_size
 ) -> list[tuple[int, int]]:
     """Each image's real area (h, w) on the canvas (top-left): `image_size` where given, else the original
     size times the scale as the eval transform rounds it, else the whole canvas."""
+    from ait.model.instance_head import _per_image
+
     if image_size is not None:
-        return _per_image_sizes(image_size, count)
+        return _per_image(image_size, count, "image_size")
     areas = []
     for factor, size in zip(scales, orig_sizes, strict=True):
         if size is None:
@@ -258,6 +233,15 @@ def _image_areas(
             height, width = (max(1, round(side * factor)) for side in size)
             areas.append((min(height, canvas[0]), min(width, canvas[1])))
     return areas
+
+
+def instance_decoding(eval_cfg: EvalConfig) -> dict:
+    """`predict_instances_fused`'s decoding arguments as an `EvalConfig` sets them."""
+    return {
+        "samples": eval_cfg.instance_samples,
+        "flip": eval_cfg.instance_flip,
+        "fusion_iou": eval_cfg.instance_fusion_iou,
+    }
 
 
 def mirror_image_area(images: torch.Tensor, areas: list[tuple[int, int]]) -> torch.Tensor:
@@ -294,8 +278,11 @@ def predict_instances_fused(
         raise ValueError(f"samples must be at least 1, received {samples}")
     if samples == 1 and not flip:
         return solver.predict_instances(images, scale=scale, orig_size=orig_size, generator=generator)
+    from ait.model.instance_head import _per_image
+
     count = images.shape[0]
-    scales, sizes = _per_image_scales(scale, count), _per_image_sizes(orig_size, count)
+    scales = _per_image(scale, count, "scale")
+    sizes = _per_image(orig_size, count, "orig_size") if orig_size is not None else [None] * count
     areas = _image_areas(tuple(images.shape[-2:]), count, scales, sizes, image_size)
     views = [images, mirror_image_area(images, areas)] if flip else [images]
     stacked = torch.cat([view.repeat(samples, 1, 1, 1) for view in views])
@@ -375,9 +362,7 @@ def evaluate_instances(
                 orig_size=batch.get("orig_size"),
                 image_size=batch.get("image_size"),
                 generator=generator,
-                samples=eval_cfg.instance_samples,
-                flip=eval_cfg.instance_flip,
-                fusion_iou=eval_cfg.instance_fusion_iou,
+                **instance_decoding(eval_cfg),
             )
             image_ids = batch["image_id"]
             image_ids = image_ids.tolist() if isinstance(image_ids, torch.Tensor) else list(image_ids)
